@@ -1,0 +1,166 @@
+/**
+ * Opens the safetensors files of a checkpoint (one combined CoreNet file, or
+ * separate base / auxiliary / predictor files) and indexes every tensor under
+ * its canonical name. Nothing is read beyond the headers until asked.
+ *
+ * @example
+ * ```ts
+ * import { openCheckpoint } from "./checkpoint.ts";
+ * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
+ * console.log(index.info("base.norm.weight").shape); // [128]
+ * index.close();
+ * ```
+ *
+ * @module
+ */
+
+import { CheckpointError } from "./errors.ts";
+import { canonicalName, combinedRole, type FileRole } from "./names.ts";
+import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
+
+/** Where a checkpoint's tensors are. Give `checkpoint`, or the three parts, or `files`. */
+export interface CheckpointSources {
+  /** One combined CoreNet KV-prediction state dict. */
+  checkpoint?: string;
+  base?: string;
+  aux?: string;
+  predictor?: string;
+  /** Files whose roles are detected from their tensor names (for `inspect`). */
+  files?: string[];
+}
+
+/** A tensor located in a file. */
+export interface TensorRef {
+  file: SafetensorsFile;
+  info: TensorInfo;
+}
+
+/** All tensors of a checkpoint by canonical name, plus the ones that map to none. */
+export class CheckpointIndex {
+  /** Canonical name → where it is stored. */
+  readonly tensors = new Map<string, TensorRef>();
+  /** `file: name` of every tensor whose name kvpred does not recognise. */
+  readonly unrecognised: string[] = [];
+  /** File → role it was read as. */
+  readonly roles = new Map<SafetensorsFile, FileRole>();
+
+  /** The files in the order they were given. */
+  get files(): SafetensorsFile[] {
+    return [...this.roles.keys()];
+  }
+
+  /** Whether a canonical tensor exists. */
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  /** The header entry of a canonical tensor; a CheckpointError names it when missing. */
+  info(name: string): TensorInfo {
+    return this.ref(name).info;
+  }
+
+  /** Where a canonical tensor is stored; a CheckpointError names it when missing. */
+  ref(name: string): TensorRef {
+    const ref = this.tensors.get(name);
+    if (!ref) {
+      const where = this.files.map((f) => f.path).join(", ");
+      throw new CheckpointError(`missing tensor '${name}' (looked in ${where})`);
+    }
+    return ref;
+  }
+
+  /** Reads a canonical tensor as float32. */
+  read(name: string): Promise<Float32Array> {
+    const { file, info } = this.ref(name);
+    return file.readFloat32(info.name);
+  }
+
+  /** A metadata value from any of the files (the first that has it). */
+  metadata(key: string): { value: string; path: string } | undefined {
+    for (const f of this.files) {
+      if (Object.hasOwn(f.metadata, key)) return { value: f.metadata[key], path: f.path };
+    }
+    return undefined;
+  }
+
+  /** Closes every file. */
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+
+  /** Adds every tensor of `file`, read as `role`. */
+  add(file: SafetensorsFile, role: FileRole): void {
+    this.roles.set(file, role);
+    for (const info of file.tensors.values()) {
+      const name = canonicalName(info.name, role);
+      if (name === undefined) {
+        this.unrecognised.push(`${file.path}: ${info.name}`);
+        continue;
+      }
+      const prior = this.tensors.get(name);
+      if (prior) {
+        throw new CheckpointError(
+          `${file.path}: tensor '${info.name}' duplicates '${prior.info.name}' in ${prior.file.path}`,
+        );
+      }
+      this.tensors.set(name, { file, info });
+    }
+  }
+}
+
+/** The role a file's names suggest: combined, predictor, or a bare transformer. */
+function detectRole(file: SafetensorsFile): FileRole | "transformer" {
+  const names = [...file.tensors.keys()];
+  if (names.some((n) => combinedRole(n) !== undefined)) return "combined";
+  if (names.some((n) => /(^|\.)(key|value)_transforms\.\d+\./.test(n))) return "predictor";
+  return "transformer";
+}
+
+function tensorBytes(file: SafetensorsFile): number {
+  let total = 0;
+  for (const t of file.tensors.values()) total += t.size;
+  return total;
+}
+
+/** Opens and indexes a checkpoint. Throws CheckpointError on any malformed file. */
+export async function openCheckpoint(sources: CheckpointSources): Promise<CheckpointIndex> {
+  const parts: [string, FileRole][] = [];
+  if (sources.checkpoint) parts.push([sources.checkpoint, "combined"]);
+  if (sources.base) parts.push([sources.base, "base"]);
+  if (sources.aux) parts.push([sources.aux, "auxiliary"]);
+  if (sources.predictor) parts.push([sources.predictor, "predictor"]);
+  const index = new CheckpointIndex();
+  const opened: SafetensorsFile[] = [];
+  try {
+    for (const [path, role] of parts) {
+      const file = await SafetensorsFile.open(path);
+      opened.push(file);
+      index.add(file, role);
+    }
+    const bare: SafetensorsFile[] = [];
+    for (const path of sources.files ?? []) {
+      const file = await SafetensorsFile.open(path);
+      opened.push(file);
+      const role = detectRole(file);
+      if (role === "transformer") bare.push(file);
+      else index.add(file, role);
+    }
+    if (bare.length > 2) {
+      throw new CheckpointError(
+        `${bare.map((f) => f.path).join(", ")}: more than two transformer files`,
+      );
+    }
+    // With two bare transformer files, the larger is the base model.
+    bare.sort((a, b) => tensorBytes(b) - tensorBytes(a));
+    const roles: FileRole[] = bare.length === 1 && !index.has("base.norm.weight")
+      ? ["base"]
+      : bare.length === 1
+      ? ["auxiliary"]
+      : ["base", "auxiliary"];
+    bare.forEach((f, i) => index.add(f, roles[i]));
+  } catch (e) {
+    for (const f of opened) f.close();
+    throw e;
+  }
+  return index;
+}

@@ -1,0 +1,220 @@
+/**
+ * The reference runtime: KV-prediction prefill, base-only prefill, decode
+ * and greedy generation, computed in TypeScript straight from a checkpoint.
+ * It is the yardstick the ONNX export is checked against.
+ *
+ * @example
+ * ```ts
+ * import { ReferenceModel } from "./reference.ts";
+ * const model = await ReferenceModel.load({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
+ * const { tokens } = model.generate([[1, 2, 3]], { mode: "kvp", maxNewTokens: 4 });
+ * console.log(tokens[0].length); // 4
+ * ```
+ *
+ * @module
+ */
+
+import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
+import { describeKvp } from "../converters/describe.ts";
+import type { KvpDescription } from "../converters/model.ts";
+import { checkTokenId, columns, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
+import { InputError } from "./errors.ts";
+import { predictCache } from "./predictor.ts";
+import { forward, type LayerCache } from "./transformer.ts";
+import {
+  loadPredictor,
+  loadTransformer,
+  type PredictorWeights,
+  type TransformerWeights,
+} from "./weights.ts";
+
+/** Prefill with KV prediction (`kvp`) or with the base model alone (`base`). */
+export type Mode = "kvp" | "base";
+
+/** The state a decode step continues from. */
+export interface DecodeState {
+  batch: number;
+  /** Base-model cache, keys after `k_norm` and RoPE. */
+  cache: LayerCache[];
+  /** `[batch, cache length]` attention mask. */
+  mask: Uint8Array;
+}
+
+/** A prefill's or decode step's result. */
+export interface StepResult extends DecodeState {
+  /** `[batch, vocab]` logits of each row's last position. */
+  logits: Float32Array;
+  /** With `auxLogits`: the auxiliary model's logits `[batch, width-1, vocab]`. */
+  auxLogits?: Float32Array;
+}
+
+/** Options for {@link ReferenceModel.generate}. */
+export interface GenerateOptions {
+  mode?: Mode;
+  /** Tokens to generate per prompt (≥ 1). Default 16. */
+  maxNewTokens?: number;
+}
+
+/** Generated tokens, the logits that chose each first token, and the time to it. */
+export interface GenerateResult {
+  tokens: number[][];
+  firstLogits: Float32Array[];
+  ttftMs: number;
+}
+
+/** Options for {@link ReferenceModel.load}. */
+export interface LoadOptions {
+  /** Layer mapping, overriding metadata and inference. */
+  mapping?: number[];
+}
+
+/** A KV-prediction model held in memory as float32. */
+export class ReferenceModel {
+  private constructor(
+    readonly description: KvpDescription,
+    readonly unknownTensors: string[],
+    private readonly base: TransformerWeights,
+    private readonly aux: TransformerWeights,
+    private readonly predictor: PredictorWeights,
+  ) {}
+
+  /** Loads and checks a checkpoint. Throws CheckpointError on bad files. */
+  static async load(sources: CheckpointSources, options: LoadOptions = {}): Promise<ReferenceModel> {
+    const index = await openCheckpoint(sources);
+    try {
+      const { description, unknownTensors } = describeKvp(index, options);
+      return new ReferenceModel(
+        description,
+        unknownTensors,
+        await loadTransformer(index, "base", description.base),
+        await loadTransformer(index, "auxiliary", description.auxiliary),
+        await loadPredictor(index, description.base.numLayers),
+      );
+    } finally {
+      index.close();
+    }
+  }
+
+  /** Validates and left-pads prompts for this model's vocabulary. */
+  batch(prompts: readonly number[][]): PromptBatch {
+    return padPrompts(prompts, this.description.base.vocabSize);
+  }
+
+  /** Prefill of a padded batch: KV prediction or base-only. */
+  prefill(input: PromptBatch, mode: Mode, options: { auxLogits?: boolean } = {}): StepResult {
+    return mode === "kvp" ? this.prefillKvp(input, options.auxLogits) : this.prefillBase(input);
+  }
+
+  private prefillBase({ batch, width, ids, mask }: PromptBatch): StepResult {
+    const out = forward(this.base, {
+      batch,
+      seq: width,
+      ids,
+      positions: positionsFromMask(mask, batch, width),
+      valid: mask,
+      logits: "last",
+    });
+    return { batch, cache: out.cache, mask, logits: out.logits };
+  }
+
+  private prefillKvp({ batch, width, ids, mask }: PromptBatch, auxLogits = false): StepResult {
+    const prompt = width - 1;
+    let past: LayerCache[] | undefined;
+    let aux: Float32Array | undefined;
+    if (prompt > 0) {
+      const auxMask = columns(mask, batch, width, 0, prompt);
+      const positions = positionsFromMask(mask, batch, width, 0, prompt);
+      const out = forward(this.aux, {
+        batch,
+        seq: prompt,
+        ids: columns(ids, batch, width, 0, prompt),
+        positions,
+        valid: auxMask,
+        logits: auxLogits ? "all" : "none",
+        keepRaw: true,
+      });
+      aux = auxLogits ? out.logits : undefined;
+      past = predictCache(
+        this.base,
+        this.aux,
+        this.predictor,
+        this.description.mapping,
+        out.raw!,
+        positions,
+        batch,
+        prompt,
+      );
+    }
+    const out = forward(this.base, {
+      batch,
+      seq: 1,
+      ids: columns(ids, batch, width, prompt, width),
+      positions: positionsFromMask(mask, batch, width, prompt, width),
+      valid: mask,
+      past,
+      logits: "last",
+    });
+    return { batch, cache: out.cache, mask, logits: out.logits, auxLogits: aux };
+  }
+
+  /** Appends `tokens` (`[batch, seq]`, all real) to the base cache. */
+  decode(state: DecodeState, tokens: Int32Array, seq = 1): StepResult {
+    const { batch } = state;
+    if (tokens.length !== batch * seq) {
+      throw new InputError(`decode: ${tokens.length} tokens for a batch of ${batch} × ${seq}`);
+    }
+    tokens.forEach((id) => checkTokenId(id, this.description.base.vocabSize, "decode"));
+    const pastLen = state.mask.length / batch;
+    const total = pastLen + seq;
+    const mask = new Uint8Array(batch * total).fill(1);
+    for (let b = 0; b < batch; b++) {
+      mask.set(state.mask.subarray(b * pastLen, (b + 1) * pastLen), b * total);
+    }
+    const out = forward(this.base, {
+      batch,
+      seq,
+      ids: tokens,
+      positions: positionsFromMask(mask, batch, total, pastLen, total),
+      valid: mask,
+      past: state.cache,
+      logits: "last",
+    });
+    return { batch, cache: out.cache, mask, logits: out.logits };
+  }
+
+  /** Greedy generation for a batch of prompts (left-padded together). */
+  generate(prompts: readonly number[][], options: GenerateOptions = {}): GenerateResult {
+    const { mode = "kvp", maxNewTokens = 16 } = options;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
+      throw new InputError(`max new tokens must be a whole number ≥ 1, got ${maxNewTokens}`);
+    }
+    const input = this.batch(prompts);
+    const vocab = this.description.base.vocabSize;
+    const start = performance.now();
+    let step = this.prefill(input, mode);
+    let next = argmaxRows(step.logits, input.batch, vocab);
+    const ttftMs = performance.now() - start;
+    const firstLogits = Array.from(
+      { length: input.batch },
+      (_, b) => step.logits.slice(b * vocab, (b + 1) * vocab),
+    );
+    const tokens: number[][] = Array.from({ length: input.batch }, (_, b) => [next[b]]);
+    for (let n = 1; n < maxNewTokens; n++) {
+      step = this.decode(step, next);
+      next = argmaxRows(step.logits, input.batch, vocab);
+      next.forEach((t, b) => tokens[b].push(t));
+    }
+    return { tokens, firstLogits, ttftMs };
+  }
+}
+
+/** Index of the largest value in each row (the first on ties). */
+export function argmaxRows(logits: Float32Array, rows: number, width: number): Int32Array {
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let c = 1; c < width; c++) if (logits[r * width + c] > logits[r * width + best]) best = c;
+    out[r] = best;
+  }
+  return out;
+}

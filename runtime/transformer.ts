@@ -1,0 +1,225 @@
+/**
+ * The reference forward pass of one CoreNet `general_gpt` transformer over
+ * new tokens with a KV cache (SPEC §2). Cache keys are stored after `k_norm`
+ * and RoPE; on request it also returns the new tokens' raw keys (before
+ * `k_norm` and RoPE) and values, which KV prediction feeds to its predictor.
+ *
+ * @example
+ * ```ts
+ * import { openCheckpoint } from "../converters/checkpoint.ts";
+ * import { describeKvp } from "../converters/describe.ts";
+ * import { loadTransformer } from "./weights.ts";
+ * import { forward } from "./transformer.ts";
+ * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
+ * const w = await loadTransformer(index, "base", describeKvp(index).description.base);
+ * const out = forward(w, {
+ *   batch: 1, seq: 2, ids: new Int32Array([1, 2]), positions: new Int32Array([0, 1]),
+ *   valid: new Uint8Array([1, 1]), logits: "last",
+ * });
+ * console.log(out.logits.length); // 256
+ * index.close();
+ * ```
+ *
+ * @module
+ */
+
+import { matmulT } from "./_matmul.ts";
+import { rmsNormRows, ropeInPlace, ropeInvFreq, swiglu } from "./_ops.ts";
+import type { TransformerWeights } from "./weights.ts";
+
+/** One layer's cache: `[batch, kvHeads, length, headDim]` each. */
+export interface LayerCache {
+  key: Float32Array;
+  value: Float32Array;
+  length: number;
+}
+
+/** What {@link forward} consumes. */
+export interface ForwardInput {
+  batch: number;
+  /** New tokens per row. */
+  seq: number;
+  /** `[batch, seq]` token ids. */
+  ids: Int32Array;
+  /** `[batch, seq]` RoPE positions of the new tokens. */
+  positions: Int32Array;
+  /** `[batch, past + seq]`: 1 where a key may be attended to (the attention mask). */
+  valid: Uint8Array;
+  /** The cache so far (absent: empty). */
+  past?: LayerCache[];
+  /** Which positions' logits to compute. */
+  logits: "last" | "all" | "none";
+  /** Also return the new tokens' keys before `k_norm`/RoPE, and values. */
+  keepRaw?: boolean;
+}
+
+/** What {@link forward} returns. */
+export interface ForwardOutput {
+  /** `[batch, 1 or seq, vocab]` (empty for "none"). */
+  logits: Float32Array;
+  /** The cache extended by the new tokens. */
+  cache: LayerCache[];
+  /** Per layer, `[batch, kvHeads, seq, headDim]` raw keys and values (with keepRaw). */
+  raw?: { key: Float32Array; value: Float32Array }[];
+}
+
+/** Runs the transformer over `input.seq` new tokens per row. */
+export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutput {
+  const { desc } = w;
+  const { batch: B, seq: S } = input;
+  const d = desc.modelDim, hd = desc.headDim;
+  const past = input.past?.[0]?.length ?? 0;
+  const invFreq = ropeInvFreq(hd, desc.ropeTheta);
+  const x = new Float32Array(B * S * d);
+  for (let r = 0; r < B * S; r++) {
+    x.set(w.embed.subarray(input.ids[r] * d, input.ids[r] * d + d), r * d);
+  }
+  const cache: LayerCache[] = [];
+  const raw: { key: Float32Array; value: Float32Array }[] = [];
+  for (let l = 0; l < desc.numLayers; l++) {
+    const lw = w.layers[l];
+    const q = desc.numQueryHeads[l], k = desc.numKvHeads[l];
+    const heads = q + 2 * k;
+    const h = x.slice();
+    rmsNormRows(h, B * S, d, lw.attnNorm, desc.normEps);
+    const qkv = matmulT(h, B * S, d, lw.qkv, heads * hd);
+    if (input.keepRaw) raw.push(splitKv(qkv, B, S, q, k, hd));
+    for (let r = 0; r < B * S; r++) {
+      const pos = input.positions[r];
+      for (let head = 0; head < q + k; head++) {
+        const o = (r * heads + head) * hd;
+        rmsNormRows(qkv, 1, hd, head < q ? lw.qNorm : lw.kNorm, desc.normEps, o);
+        ropeInPlace(qkv, o, invFreq, pos);
+      }
+    }
+    const layerCache = appendCache(input.past?.[l], qkv, B, S, q, k, hd, past);
+    cache.push(layerCache);
+    const attn = attend(qkv, layerCache, input.valid, B, S, q, k, hd, past);
+    const proj = matmulT(attn, B * S, q * hd, lw.outProj, d);
+    for (let i = 0; i < x.length; i++) x[i] += proj[i];
+    const g = x.slice();
+    rmsNormRows(g, B * S, d, lw.ffnNorm, desc.normEps);
+    const f = desc.ffnDims[l];
+    const y = matmulT(swiglu(matmulT(g, B * S, d, lw.proj1, 2 * f), B * S, f), B * S, f, lw.proj2, d);
+    for (let i = 0; i < x.length; i++) x[i] += y[i];
+  }
+  return {
+    logits: headLogits(w, x, B, S, input.logits),
+    cache,
+    raw: input.keepRaw ? raw : undefined,
+  };
+}
+
+function headLogits(
+  w: TransformerWeights,
+  x: Float32Array,
+  B: number,
+  S: number,
+  which: ForwardInput["logits"],
+): Float32Array {
+  const d = w.desc.modelDim;
+  if (which === "none") return new Float32Array(0);
+  const rows = which === "all" ? B * S : B;
+  const h = new Float32Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    const src = which === "all" ? r : r * S + S - 1;
+    h.set(x.subarray(src * d, src * d + d), r * d);
+  }
+  rmsNormRows(h, rows, d, w.norm, w.desc.normEps);
+  return matmulT(h, rows, d, w.classifier, w.desc.vocabSize);
+}
+
+/** Copies keys (heads q..q+k) and values (q+k..q+2k) out of `qkv` as `[B, k, S, hd]`. */
+function splitKv(qkv: Float32Array, B: number, S: number, q: number, k: number, hd: number) {
+  const key = new Float32Array(B * k * S * hd);
+  const value = new Float32Array(B * k * S * hd);
+  const heads = q + 2 * k;
+  for (let b = 0; b < B; b++) {
+    for (let s = 0; s < S; s++) {
+      for (let j = 0; j < k; j++) {
+        const dst = ((b * k + j) * S + s) * hd;
+        const src = ((b * S + s) * heads + q + j) * hd;
+        key.set(qkv.subarray(src, src + hd), dst);
+        value.set(qkv.subarray(src + k * hd, src + k * hd + hd), dst);
+      }
+    }
+  }
+  return { key, value };
+}
+
+function appendCache(
+  prior: LayerCache | undefined,
+  qkv: Float32Array,
+  B: number,
+  S: number,
+  q: number,
+  k: number,
+  hd: number,
+  past: number,
+): LayerCache {
+  const T = past + S;
+  const fresh = splitKv(qkv, B, S, q, k, hd);
+  const key = new Float32Array(B * k * T * hd);
+  const value = new Float32Array(B * k * T * hd);
+  for (let bj = 0; bj < B * k; bj++) {
+    if (prior && past > 0) {
+      key.set(prior.key.subarray(bj * past * hd, (bj + 1) * past * hd), bj * T * hd);
+      value.set(prior.value.subarray(bj * past * hd, (bj + 1) * past * hd), bj * T * hd);
+    }
+    key.set(fresh.key.subarray(bj * S * hd, (bj + 1) * S * hd), (bj * T + past) * hd);
+    value.set(fresh.value.subarray(bj * S * hd, (bj + 1) * S * hd), (bj * T + past) * hd);
+  }
+  return { key, value, length: T };
+}
+
+/** Causal GQA attention of the new queries over the whole cache → `[B·S, q·hd]`. */
+function attend(
+  qkv: Float32Array,
+  cache: LayerCache,
+  valid: Uint8Array,
+  B: number,
+  S: number,
+  q: number,
+  k: number,
+  hd: number,
+  past: number,
+): Float32Array {
+  const T = past + S;
+  const heads = q + 2 * k;
+  const group = q / k;
+  const scale = 1 / Math.sqrt(hd);
+  const out = new Float32Array(B * S * q * hd);
+  const scores = new Float64Array(T);
+  for (let b = 0; b < B; b++) {
+    for (let s = 0; s < S; s++) {
+      if (!valid[b * T + past + s]) continue; // a padding query: its output is never read
+      for (let hq = 0; hq < q; hq++) {
+        const qo = ((b * S + s) * heads + hq) * hd;
+        const kvBase = (b * k + Math.floor(hq / group)) * T * hd;
+        let max = -Infinity;
+        for (let t = 0; t <= past + s; t++) {
+          if (!valid[b * T + t]) continue;
+          let dot = 0;
+          const ko = kvBase + t * hd;
+          for (let c = 0; c < hd; c++) dot += qkv[qo + c] * cache.key[ko + c];
+          scores[t] = dot * scale;
+          if (scores[t] > max) max = scores[t];
+        }
+        let sum = 0;
+        for (let t = 0; t <= past + s; t++) {
+          if (!valid[b * T + t]) continue;
+          scores[t] = Math.exp(scores[t] - max);
+          sum += scores[t];
+        }
+        const oo = ((b * S + s) * q + hq) * hd;
+        for (let t = 0; t <= past + s; t++) {
+          if (!valid[b * T + t]) continue;
+          const p = scores[t] / sum;
+          const vo = kvBase + t * hd;
+          for (let c = 0; c < hd; c++) out[oo + c] += p * cache.value[vo + c];
+        }
+      }
+    }
+  }
+  return out;
+}
