@@ -36,6 +36,14 @@ import { kvWidth } from "./model.ts";
 /** Metadata key CoreNet configs use for the mapping (a JSON list). */
 export const MAPPING_METADATA_KEY = "auxkv_num_layers_to_basekv_num_layers";
 
+/** Several layer mappings fit the predictor's shapes; `--mapping` must choose. */
+export class AmbiguousMappingError extends CheckpointError {
+  override name = "AmbiguousMappingError";
+  constructor(message: string, readonly candidates: number[][]) {
+    super(message);
+  }
+}
+
 /** A described model plus the tensors that were present but not used. */
 export interface DescribedKvp {
   description: KvpDescription;
@@ -229,10 +237,11 @@ function resolveMapping(
   }
   if (candidates.some((c) => c.length > 1)) {
     const ways = candidates.reduce((n, c) => n * c.length, 1);
-    throw new CheckpointError(
+    throw new AmbiguousMappingError(
       `the layer mapping is ambiguous: ${ways} mappings fit the predictor's shapes ` +
         `(base layer ${candidates.findIndex((c) => c.length > 1)} could read auxiliary layers ` +
         `${candidates.find((c) => c.length > 1)}); give it with --mapping`,
+      candidates,
     );
   }
   return { mapping: candidates.map((c) => c[0]), source: "inferred" };

@@ -1,0 +1,129 @@
+/**
+ * Shared command-line plumbing: option parsing on `node:util` parseArgs with
+ * one-line usage errors, and parsers for the list-valued options.
+ *
+ * @example
+ * ```ts
+ * import { parseIds } from "./_args.ts";
+ * console.log(parseIds("1,2,3", "--ids")); // [1, 2, 3]
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { CheckpointSources } from "../converters/checkpoint.ts";
+
+/** The command line is wrong: unknown option, malformed or missing value. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** A CLI command: its name, one-line summary, help text and entry point. */
+export interface Command {
+  name: string;
+  summary: string;
+  help: string;
+  run(args: string[]): Promise<number>;
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** Parses `args` strictly; every problem becomes a UsageError naming the option. */
+export function parse<T extends Options>(command: string, args: string[], options: T) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (e) {
+    const msg = (e as Error).message.split("\n")[0].replace(/\. To specify a positional.*$/, "");
+    throw new UsageError(`${command}: ${msg} (see 'kvpred ${command} --help')`);
+  }
+}
+
+/** Parses a comma-separated list of non-negative integers. */
+export function parseIntList(text: string, option: string): number[] {
+  const items = text.split(",").map((s) => s.trim());
+  if (text.trim() === "" || items.some((s) => !/^\d+$/.test(s))) {
+    throw new UsageError(
+      `${option} '${text}': expected comma-separated non-negative integers, e.g. 1,2,3`,
+    );
+  }
+  return items.map(Number);
+}
+
+/** Parses one `--ids` value (a prompt). */
+export function parseIds(text: string, option = "--ids"): number[] {
+  if (text.trim() === "") throw new UsageError(`${option} '': a prompt needs at least one token id`);
+  return parseIntList(text, option);
+}
+
+/** Parses a positive integer option. */
+export function parsePositive(text: string | undefined, option: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1) {
+    throw new UsageError(`${option} '${text}': expected a whole number ≥ 1`);
+  }
+  return Number(text);
+}
+
+/** Parses an enumerated option. */
+export function parseChoice<T extends string>(
+  text: string | undefined,
+  option: string,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  if (text === undefined) return fallback;
+  if (!(choices as readonly string[]).includes(text)) {
+    throw new UsageError(`${option} '${text}': expected one of ${choices.join(", ")}`);
+  }
+  return text as T;
+}
+
+/** The checkpoint options shared by commands that read a model. */
+export const CHECKPOINT_OPTIONS = {
+  checkpoint: { type: "string" },
+  base: { type: "string" },
+  aux: { type: "string" },
+  predictor: { type: "string" },
+  mapping: { type: "string" },
+} as const;
+
+/** Help lines for {@link CHECKPOINT_OPTIONS}. */
+export const CHECKPOINT_HELP = `Checkpoint (one combined CoreNet file, or three files):
+  --checkpoint F      CoreNet KV-prediction state dict (base.*, auxiliary.*, predicter.*)
+  --base F --aux F --predictor F
+                      the three parts as separate safetensors files
+  --mapping 0,0,1,1   auxiliary layer for each base layer (default: the file's
+                      metadata, else the only mapping the predictor's shapes allow)`;
+
+/** Reads checkpoint sources from parsed options, checking that they form one set. */
+export function checkpointSources(
+  command: string,
+  values: { checkpoint?: string; base?: string; aux?: string; predictor?: string },
+): CheckpointSources {
+  const parts = [values.base, values.aux, values.predictor];
+  if (values.checkpoint && parts.some(Boolean)) {
+    throw new UsageError(`${command}: give --checkpoint, or --base/--aux/--predictor, not both`);
+  }
+  if (values.checkpoint) return { checkpoint: values.checkpoint };
+  if (parts.every(Boolean)) {
+    return { base: values.base, aux: values.aux, predictor: values.predictor };
+  }
+  if (parts.some(Boolean)) {
+    const missing = ["--base", "--aux", "--predictor"].filter((_, i) => !parts[i]);
+    throw new UsageError(`${command}: missing ${missing.join(" and ")}`);
+  }
+  throw new UsageError(
+    `${command}: no model given: use --checkpoint F, or --base F --aux F --predictor F`,
+  );
+}
+
+/** Parses `--mapping` when given. */
+export function mappingOption(text: string | undefined): number[] | undefined {
+  return text === undefined ? undefined : parseIntList(text, "--mapping");
+}
