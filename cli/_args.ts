@@ -57,7 +57,9 @@ export function parseIntList(text: string, option: string): number[] {
 
 /** Parses one `--ids` value (a prompt). */
 export function parseIds(text: string, option = "--ids"): number[] {
-  if (text.trim() === "") throw new UsageError(`${option} '': a prompt needs at least one token id`);
+  if (text.trim() === "") {
+    throw new UsageError(`${option} '': a prompt needs at least one token id`);
+  }
   return parseIntList(text, option);
 }
 

@@ -102,7 +102,9 @@ export function formatReport(r: InspectReport): string {
   if (r.auxiliary) lines.push(formatModel("auxiliary", r.auxiliary));
   if (r.predictor) {
     lines.push(
-      `predictor: ${r.predictor.parameterCount.toLocaleString("en-US")} parameters, ${r.predictor.dtype}`,
+      `predictor: ${
+        r.predictor.parameterCount.toLocaleString("en-US")
+      } parameters, ${r.predictor.dtype}`,
     );
   }
   if (r.mapping) lines.push(`mapping (${r.mappingSource}): ${r.mapping.join(",")}`);

@@ -38,11 +38,11 @@ export interface TensorRef {
 /** All tensors of a checkpoint by canonical name, plus the ones that map to none. */
 export class CheckpointIndex {
   /** Canonical name → where it is stored. */
-  readonly tensors = new Map<string, TensorRef>();
+  readonly tensors: Map<string, TensorRef> = new Map();
   /** `file: name` of every tensor whose name kvpred does not recognise. */
   readonly unrecognised: string[] = [];
   /** File → role it was read as. */
-  readonly roles = new Map<SafetensorsFile, FileRole>();
+  readonly roles: Map<SafetensorsFile, FileRole> = new Map();
 
   /** The files in the order they were given. */
   get files(): SafetensorsFile[] {

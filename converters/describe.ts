@@ -24,7 +24,6 @@ import {
   LAYER_TENSORS,
   layerName,
   type LayerTensor,
-  MODEL_TENSORS,
   modelName,
   PREDICTOR_TENSORS,
   predictorName,
@@ -232,7 +231,9 @@ function resolveMapping(
     const { file, info } = index.ref(predictorName(none, "keyWeight"));
     throw new CheckpointError(
       `${file.path}: tensor '${info.name}' reads ${info.shape[1]} values per token, ` +
-        `but no auxiliary layer has that key width (${aux.numKvHeads.map((_, j) => kvWidth(aux, j))})`,
+        `but no auxiliary layer has that key width (${
+          aux.numKvHeads.map((_, j) => kvWidth(aux, j))
+        })`,
     );
   }
   if (candidates.some((c) => c.length > 1)) {
@@ -254,9 +255,10 @@ function checkPredictor(
   mapping: number[],
   source: MappingSource,
 ): void {
-  const from = { option: "--mapping", metadata: "the checkpoint's metadata", inferred: "inference" }[
-    source
-  ];
+  const from =
+    { option: "--mapping", metadata: "the checkpoint's metadata", inferred: "inference" }[
+      source
+    ];
   if (mapping.length !== base.numLayers) {
     throw new CheckpointError(
       `mapping from ${from} has ${mapping.length} entries, expected one per base layer (${base.numLayers})`,

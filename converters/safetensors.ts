@@ -14,7 +14,7 @@
  * @module
  */
 
-import { decodeFloats, DTYPE_SIZE, type Dtype, FLOAT_DTYPES, isDtype } from "./_dtype.ts";
+import { decodeFloats, type Dtype, DTYPE_SIZE, FLOAT_DTYPES, isDtype } from "./_dtype.ts";
 import { CheckpointError } from "./errors.ts";
 
 export type { Dtype } from "./_dtype.ts";

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { DTYPE_SIZE, type Dtype, encodeFloats } from "./_dtype.ts";
+import { type Dtype, DTYPE_SIZE, encodeFloats } from "./_dtype.ts";
 
 /** One tensor to write. `data` may be a function, called only when its turn comes. */
 export interface TensorEntry {

@@ -79,7 +79,10 @@ export class ReferenceModel {
   ) {}
 
   /** Loads and checks a checkpoint. Throws CheckpointError on bad files. */
-  static async load(sources: CheckpointSources, options: LoadOptions = {}): Promise<ReferenceModel> {
+  static async load(
+    sources: CheckpointSources,
+    options: LoadOptions = {},
+  ): Promise<ReferenceModel> {
     const index = await openCheckpoint(sources);
     try {
       const { description, unknownTensors } = describeKvp(index, options);

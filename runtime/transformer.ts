@@ -100,7 +100,13 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
     const g = x.slice();
     rmsNormRows(g, B * S, d, lw.ffnNorm, desc.normEps);
     const f = desc.ffnDims[l];
-    const y = matmulT(swiglu(matmulT(g, B * S, d, lw.proj1, 2 * f), B * S, f), B * S, f, lw.proj2, d);
+    const y = matmulT(
+      swiglu(matmulT(g, B * S, d, lw.proj1, 2 * f), B * S, f),
+      B * S,
+      f,
+      lw.proj2,
+      d,
+    );
     for (let i = 0; i < x.length; i++) x[i] += y[i];
   }
   return {
