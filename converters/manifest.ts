@@ -1,0 +1,112 @@
+/**
+ * The bundle manifest `kvpred.json` (SPEC §5): what was exported, from which
+ * files, with which sizes, and the sha256 of every file in the bundle. Both
+ * the bundle writer and the runtimes that load a bundle read it from here.
+ *
+ * @example
+ * ```ts
+ * import { readManifest } from "./manifest.ts";
+ * const manifest = await readManifest("out/bundle");
+ * console.log(manifest.model.mapping);
+ * ```
+ *
+ * @module
+ */
+
+import type { Dtype } from "./_dtype.ts";
+import type { PrefillFlops } from "./flops.ts";
+import type { KvpDescription } from "./model.ts";
+import { sha256File } from "./sha256.ts";
+
+/** Bundle format version written in `kvpred.json`. */
+export const BUNDLE_FORMAT = 1;
+export const MANIFEST_FILE = "kvpred.json";
+
+/** A checkpoint file the bundle was made from. */
+export interface SourceFile {
+  role: "checkpoint" | "base" | "aux" | "predictor";
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+/** One exported graph. */
+export interface GraphEntry {
+  file: string;
+  description: string;
+}
+
+/** The contents of `kvpred.json`. */
+export interface BundleManifest {
+  format: number;
+  toolkit: { name: "kvpred"; version: string };
+  created: string;
+  sources: SourceFile[];
+  model: KvpDescription;
+  dtypes: { source: { base: Dtype; auxiliary: Dtype; predictor: Dtype }; weights: "float32" };
+  graphs: { kvp: GraphEntry; base: GraphEntry };
+  externalData: string;
+  io: { inputs: string[]; outputs: string[] };
+  prefillFlops: PrefillFlops[];
+  /** Bundle-relative path → sha256 of every other file in the bundle. */
+  files: Record<string, string>;
+}
+
+/** A bundle is missing, malformed, or fails its integrity check. */
+export class BundleError extends Error {
+  override name = "BundleError";
+}
+
+/** Reads and sanity-checks `dir/kvpred.json`. */
+export async function readManifest(dir: string): Promise<BundleManifest> {
+  const path = `${dir}/${MANIFEST_FILE}`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound
+      ? "not found (is this a kvpred bundle?)"
+      : String(e);
+    throw new BundleError(`${path}: ${why}`);
+  }
+  let manifest: BundleManifest;
+  try {
+    manifest = JSON.parse(text);
+  } catch {
+    throw new BundleError(`${path}: not valid JSON`);
+  }
+  if (manifest?.format !== BUNDLE_FORMAT || !manifest.model || !manifest.graphs) {
+    throw new BundleError(`${path}: not a kvpred bundle manifest of format ${BUNDLE_FORMAT}`);
+  }
+  return manifest;
+}
+
+/** sha256 of every file under `dir` except the manifest, by bundle-relative path. */
+export async function hashBundleFiles(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (rel: string) => {
+    for await (const entry of Deno.readDir(rel ? `${dir}/${rel}` : dir)) {
+      const path = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory) await walk(path);
+      else if (path !== MANIFEST_FILE) out[path] = await sha256File(`${dir}/${path}`);
+    }
+  };
+  await walk("");
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** Checks that the bundle's files are exactly those recorded, unaltered. */
+export async function verifyBundle(dir: string, manifest: BundleManifest): Promise<void> {
+  const actual = await hashBundleFiles(dir);
+  for (const [file, sha] of Object.entries(manifest.files)) {
+    if (!(file in actual)) throw new BundleError(`${dir}: file ${file} is missing`);
+    if (actual[file] !== sha) {
+      throw new BundleError(
+        `${dir}: file ${file} was altered (sha256 ${actual[file]}, recorded ${sha})`,
+      );
+    }
+  }
+  for (const file of Object.keys(actual)) {
+    if (!(file in manifest.files)) throw new BundleError(`${dir}: unexpected file ${file}`);
+  }
+}

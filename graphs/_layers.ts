@@ -1,0 +1,199 @@
+/**
+ * The transformer math as ONNX nodes (SPEC §2): RMSNorm in the pattern ONNX
+ * Runtime fuses into SimplifiedLayerNormalization, rotate-half RoPE, grouped
+ * attention without repeating K/V, SwiGLU FFN, masks and positions from
+ * `attention_mask`. Tensors are `[batch, seq, …]`; caches `[batch, kv, T, hd]`.
+ *
+ * @example
+ * ```ts
+ * import { GraphBuilder } from "./builder.ts";
+ * import { rmsNorm } from "./_layers.ts";
+ * const g = new GraphBuilder("n");
+ * const x = g.input("x", "float32", ["b", 8]);
+ * rmsNorm(g, x, g.floats(new Float32Array(8).fill(1)), 1e-6);
+ * ```
+ *
+ * @module
+ */
+
+import type { TransformerDescription } from "../converters/model.ts";
+import type { GraphBuilder } from "./builder.ts";
+
+/** "To the end" for Slice (clamped to the axis; int64 max itself does not survive a JS number). */
+const TO_END = Number.MAX_SAFE_INTEGER;
+/** Additive bias for masked scores: float32's lowest value (never -inf, so never NaN). */
+const MASKED = -3.4028234663852886e38;
+
+/** `x / sqrt(mean(x², -1) + eps) * w` — the node pattern ORT fuses. */
+export function rmsNorm(g: GraphBuilder, x: string, w: string, eps: number): string {
+  return g.scoped("rmsnorm", () => {
+    const sq = g.op("Pow", [x, g.floats([2], [])]);
+    const mean = g.op("ReduceMean", [sq], { axes: [-1], keepdims: 1 });
+    const root = g.op("Sqrt", [g.op("Add", [mean, g.floats([eps], [])])]);
+    return g.op("Mul", [g.op("Div", [x, root]), w]);
+  });
+}
+
+/** Slices `x` along `axis` from `start` to `end` (int64 tensors of one element or numbers). */
+export function slice(
+  g: GraphBuilder,
+  x: string,
+  axis: number,
+  start: number | string,
+  end: number | string = TO_END,
+): string {
+  const t = (v: number | string) => typeof v === "number" ? g.ints([v]) : v;
+  return g.op("Slice", [x, t(start), t(end), g.ints([axis])]);
+}
+
+/** Size of dimension `axis` of `x` as a one-element int64 tensor. */
+export function dim(g: GraphBuilder, x: string, axis: number): string {
+  return g.op("Shape", [x], { start: axis, end: axis + 1 });
+}
+
+/** `cumsum(mask) - 1`, clamped at 0: positions `[B, T]` int64 from the attention mask. */
+export function maskPositions(g: GraphBuilder, mask: string): string {
+  return g.scoped("positions", () => {
+    const sum = g.op("CumSum", [mask, g.ints([1], [])]);
+    return g.op("Max", [g.op("Sub", [sum, g.ints([1], [])]), g.ints([0], [])]);
+  });
+}
+
+/** RoPE tables for positions `[B, S]` int64: cos and sin `[B, S, 1, hd]`. */
+export function ropeTables(
+  g: GraphBuilder,
+  positions: string,
+  t: TransformerDescription,
+): { cos: string; sin: string } {
+  return g.scoped(`rope${t.headDim}`, () => {
+    const half = t.headDim / 2;
+    const invFreq = new Float32Array(half).map((_, j) =>
+      1 / Math.pow(t.ropeTheta, (2 * j) / t.headDim)
+    );
+    const pos = g.op("Unsqueeze", [g.op("Cast", [positions], { to: 1 }), g.ints([-1])]);
+    const angles = g.op("Mul", [pos, g.floats(invFreq)]);
+    const full = g.op("Unsqueeze", [g.op("Concat", [angles, angles], { axis: -1 }), g.ints([2])]);
+    return { cos: g.op("Cos", [full]), sin: g.op("Sin", [full]) };
+  });
+}
+
+/** Rotate-half RoPE on `[B, S, heads, hd]`: `x·cos + cat(-x₂, x₁)·sin`. */
+export function applyRope(
+  g: GraphBuilder,
+  x: string,
+  rope: { cos: string; sin: string },
+  hd: number,
+): string {
+  return g.scoped("rope", () => {
+    const [x1, x2] = g.opN("Split", [x, g.ints([hd / 2, hd / 2])], 2, { axis: -1 });
+    const rotated = g.op("Concat", [g.op("Neg", [x2]), x1], { axis: -1 });
+    return g.op("Add", [g.op("Mul", [x, rope.cos]), g.op("Mul", [rotated, rope.sin])]);
+  });
+}
+
+/**
+ * Additive attention bias `[B, 1, 1, S, T]`: 0 where key `t` is real
+ * (mask 1) and not after query `s` (absolute position `T - S + s`), else lowest float.
+ */
+export function attentionBias(g: GraphBuilder, mask: string, newTokens: string): string {
+  return g.scoped("bias", () => {
+    const zero = g.ints([0], []), one = g.ints([1], []);
+    const total = g.op("Squeeze", [dim(g, mask, 1), g.ints([0])]);
+    const seq = g.op("Squeeze", [dim(g, newTokens, 1), g.ints([0])]);
+    const keys = g.op("Range", [zero, total, one]);
+    const queries = g.op("Range", [g.op("Sub", [total, seq]), total, one]);
+    const causal = g.op("LessOrEqual", [keys, g.op("Unsqueeze", [queries, g.ints([1])])]);
+    const valid = g.op("Unsqueeze", [g.op("Cast", [mask], { to: 9 }), g.ints([1, 2, 3])]);
+    const allowed = g.op("And", [causal, valid]);
+    return g.op("Where", [allowed, g.floats([0], []), g.floats([MASKED], [])]);
+  });
+}
+
+/** `x · wT (+ bias)` with wT stored `[in, out]`. */
+export function linear(g: GraphBuilder, x: string, wT: string, bias?: string): string {
+  const y = g.op("MatMul", [x, wT]);
+  return bias ? g.op("Add", [y, bias]) : y;
+}
+
+/** One layer's cache as graph values `[B, kv, T, hd]`. */
+export interface KvPair {
+  key: string;
+  value: string;
+}
+
+/** Weight names of one transformer layer (initializers, linear ones transposed). */
+export interface LayerWeightNames {
+  attnNorm: string;
+  qkvT: string;
+  qNorm: string;
+  kNorm: string;
+  outT: string;
+  ffnNorm: string;
+  proj1T: string;
+  proj2T: string;
+}
+
+/** What one layer needs besides its weights. */
+export interface LayerInputs {
+  rope: { cos: string; sin: string };
+  bias: string;
+  /** The cache so far; absent when there is none (the auxiliary model's prompt pass). */
+  past?: KvPair;
+}
+
+/** One pre-norm transformer layer. Returns the new residual, the present cache and raw K/V. */
+export function transformerLayer(
+  g: GraphBuilder,
+  t: TransformerDescription,
+  i: number,
+  x: string,
+  w: LayerWeightNames,
+  inputs: LayerInputs,
+): { x: string; present: KvPair; rawKey: string; rawValue: string } {
+  const q = t.numQueryHeads[i], k = t.numKvHeads[i], hd = t.headDim, f = t.ffnDims[i];
+  const group = q / k;
+  const attn = g.scoped("attn", () => {
+    const h = rmsNorm(g, x, w.attnNorm, t.normEps);
+    const qkv = g.op("Reshape", [linear(g, h, w.qkvT), g.ints([0, 0, q + 2 * k, hd])]);
+    const [qs, rawKey, rawValue] = g.opN("Split", [qkv, g.ints([q, k, k])], 3, { axis: 2 });
+    const qr = applyRope(g, rmsNorm(g, qs, w.qNorm, t.normEps), inputs.rope, hd);
+    const kr = applyRope(g, rmsNorm(g, rawKey, w.kNorm, t.normEps), inputs.rope, hd);
+    const append = (past: string | undefined, fresh: string) => {
+      const heads = g.op("Transpose", [fresh], { perm: [0, 2, 1, 3] });
+      return past ? g.op("Concat", [past, heads], { axis: 2 }) : heads;
+    };
+    const present = {
+      key: append(inputs.past?.key, kr),
+      value: append(inputs.past?.value, rawValue),
+    };
+    // Queries grouped by the KV head they share: [B, k, g, S, hd]; K/V broadcast over g.
+    const scaled = g.op("Mul", [qr, g.floats([1 / Math.sqrt(hd)], [])]);
+    const grouped = g.op("Transpose", [g.op("Reshape", [scaled, g.ints([0, 0, k, group, hd])])], {
+      perm: [0, 2, 3, 1, 4],
+    });
+    const keysT = g.op("Transpose", [g.op("Unsqueeze", [present.key, g.ints([2])])], {
+      perm: [0, 1, 2, 4, 3],
+    });
+    const scores = g.op("Add", [g.op("MatMul", [grouped, keysT]), inputs.bias]);
+    const probs = g.op("Softmax", [scores], { axis: -1 });
+    const ctx = g.op("MatMul", [probs, g.op("Unsqueeze", [present.value, g.ints([2])])]);
+    const merged = g.op("Reshape", [
+      g.op("Transpose", [ctx], { perm: [0, 3, 1, 2, 4] }),
+      g.ints([0, 0, q * hd]),
+    ]);
+    return { out: linear(g, merged, w.outT), present, rawKey, rawValue };
+  });
+  const x1 = g.op("Add", [x, attn.out]);
+  const ffn = g.scoped("ffn", () => {
+    const h = linear(g, rmsNorm(g, x1, w.ffnNorm, t.normEps), w.proj1T);
+    const [gate, up] = g.opN("Split", [h, g.ints([f, f])], 2, { axis: -1 });
+    const silu = g.op("Mul", [gate, g.op("Sigmoid", [gate])]);
+    return linear(g, g.op("Mul", [silu, up]), w.proj2T);
+  });
+  return {
+    x: g.op("Add", [x1, ffn]),
+    present: attn.present,
+    rawKey: attn.rawKey,
+    rawValue: attn.rawValue,
+  };
+}

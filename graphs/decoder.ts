@@ -1,0 +1,253 @@
+/**
+ * The exported decoders (SPEC §5). `kvp`: one graph whose empty-past entry
+ * point runs the auxiliary model on all but the last token, the predictor,
+ * and the base model on the last token; a non-empty past runs the base model
+ * alone. `base`: the ordinary base-only decoder, the TTFT baseline. Both
+ * read the same initializers from one external data file.
+ *
+ * @example
+ * ```ts
+ * import { buildDecoder } from "./decoder.ts";
+ * import { layoutWeights, weightPlan } from "./weights.ts";
+ * import type { KvpDescription } from "../converters/model.ts";
+ * declare const desc: KvpDescription;
+ * const model = buildDecoder(desc, layoutWeights(weightPlan(desc)), "kvp");
+ * ```
+ *
+ * @module
+ */
+
+import type { KvpDescription, Part, TransformerDescription } from "../converters/model.ts";
+import { layerName, modelName, predictorName } from "../converters/names.ts";
+import { type Dim, GraphBuilder, type ModelProto } from "./builder.ts";
+import {
+  applyRope,
+  attentionBias,
+  dim,
+  type KvPair,
+  linear,
+  maskPositions,
+  rmsNorm,
+  ropeTables,
+  slice,
+  transformerLayer,
+} from "./_layers.ts";
+import type { WeightLayout } from "./weights.ts";
+
+/** Which graph: KV prediction (prefill and decode) or base-only. */
+export type DecoderKind = "kvp" | "base";
+
+/** Graph input and output names (SPEC §5). */
+export const IO = {
+  inputIds: "input_ids",
+  attentionMask: "attention_mask",
+  pastKey: (i: number) => `past_key_values.${i}.key`,
+  pastValue: (i: number) => `past_key_values.${i}.value`,
+  logits: "logits",
+  presentKey: (i: number) => `present.${i}.key`,
+  presentValue: (i: number) => `present.${i}.value`,
+} as const;
+
+/** Declares initializers on first use, from the weight layout. */
+class Weights {
+  private declared = new Set<string>();
+  constructor(private readonly g: GraphBuilder, private readonly layout: WeightLayout) {}
+
+  get(source: string, transposed = false): string {
+    const name = transposed ? `${source}.T` : source;
+    if (!this.declared.has(name)) {
+      const spec = this.layout.specs.find((s) => s.name === name);
+      const ref = this.layout.refs.get(name);
+      if (!spec || !ref) throw new Error(`no initializer '${name}' in the weight layout`);
+      this.g.external(name, spec.dims, ref);
+      this.declared.add(name);
+    }
+    return name;
+  }
+}
+
+/** Embedding, layers; returns the final residual stream, present caches and raw K/V. */
+function transformer(
+  g: GraphBuilder,
+  w: Weights,
+  part: Part,
+  t: TransformerDescription,
+  ids: string,
+  positions: string,
+  bias: string,
+  past?: KvPair[],
+) {
+  return g.scoped(part, () => {
+    let x = g.op("Gather", [w.get(modelName(part, "embed")), ids], { axis: 0 }, "embed");
+    const rope = ropeTables(g, positions, t);
+    const present: KvPair[] = [];
+    const raw: KvPair[] = [];
+    for (let i = 0; i < t.numLayers; i++) {
+      const n = (key: Parameters<typeof layerName>[2], tr = false) =>
+        w.get(layerName(part, i, key), tr);
+      const out = g.scoped(`l${i}`, () =>
+        transformerLayer(g, t, i, x, {
+          attnNorm: n("attnNorm"),
+          qkvT: n("qkv", true),
+          qNorm: n("qNorm"),
+          kNorm: n("kNorm"),
+          outT: n("outProj", true),
+          ffnNorm: n("ffnNorm"),
+          proj1T: n("proj1", true),
+          proj2T: n("proj2", true),
+        }, { rope, bias, past: past?.[i] }));
+      x = out.x;
+      present.push(out.present);
+      raw.push({ key: out.rawKey, value: out.rawValue });
+    }
+    return { x, present, raw };
+  });
+}
+
+/** Final norm and LM head on the last position: `[B, 1, vocab]`. */
+function lastLogits(g: GraphBuilder, w: Weights, part: Part, t: TransformerDescription, x: string) {
+  return g.scoped(`${part}.head`, () => {
+    const last = rmsNorm(g, slice(g, x, 1, -1), w.get(modelName(part, "norm")), t.normEps);
+    const head = w.get(modelName(part, t.tiedEmbeddings ? "embed" : "classifier"));
+    const flat = g.op("Reshape", [last, g.ints([0, t.modelDim])]);
+    const logits = g.op("Gemm", [flat, head], { transB: 1 });
+    return g.op("Unsqueeze", [logits, g.ints([1])]);
+  });
+}
+
+/**
+ * SPEC §4 steps 1–2 inside the prefill branch: the auxiliary model over all
+ * but the last token, its raw K/V through the predictor, keys given the base
+ * layer's `k_norm` and RoPE. Returns the predicted base cache.
+ */
+function predictedCache(
+  g: GraphBuilder,
+  w: Weights,
+  desc: KvpDescription,
+  positions: string,
+): KvPair[] {
+  const { base, auxiliary: aux, mapping } = desc;
+  const ids = slice(g, IO.inputIds, 1, 0, -1);
+  const mask = slice(g, IO.attentionMask, 1, 0, -1);
+  const auxPositions = slice(g, positions, 1, 0, -1);
+  const auxOut = transformer(
+    g,
+    w,
+    "auxiliary",
+    aux,
+    ids,
+    auxPositions,
+    attentionBias(g, mask, ids),
+    undefined,
+  );
+  return g.scoped("predictor", () => {
+    const rope = ropeTables(g, auxPositions, base);
+    return mapping.map((a, i) =>
+      g.scoped(`l${i}`, () => {
+        const k = base.numKvHeads[i], hd = base.headDim;
+        const widthIn = aux.numKvHeads[a] * aux.headDim;
+        const map = (raw: string, kind: "key" | "value") => {
+          const tokens = g.op("Reshape", [raw, g.ints([0, 0, widthIn])]);
+          const y = linear(
+            g,
+            tokens,
+            w.get(predictorName(i, kind === "key" ? "keyWeight" : "valueWeight"), true),
+            w.get(predictorName(i, kind === "key" ? "keyBias" : "valueBias")),
+          );
+          return g.op("Reshape", [y, g.ints([0, 0, k, hd])]);
+        };
+        const key = applyRope(
+          g,
+          rmsNorm(
+            g,
+            map(auxOut.raw[a].key, "key"),
+            w.get(layerName("base", i, "kNorm")),
+            base.normEps,
+          ),
+          rope,
+          hd,
+        );
+        return {
+          key: g.op("Transpose", [key], { perm: [0, 2, 1, 3] }),
+          value: g.op("Transpose", [map(auxOut.raw[a].value, "value")], { perm: [0, 2, 1, 3] }),
+        };
+      })
+    );
+  });
+}
+
+/** Builds the `kvp` or `base` decoder over the initializers of `layout`. */
+export function buildDecoder(
+  desc: KvpDescription,
+  layout: WeightLayout,
+  kind: DecoderKind,
+): ModelProto {
+  const { base } = desc;
+  const g = new GraphBuilder(kind === "kvp" ? "kvpred_kv_prediction" : "kvpred_base");
+  const w = new Weights(g, layout);
+  const B: Dim = "batch_size";
+  g.input(IO.inputIds, "int64", [B, "sequence_length"]);
+  g.input(IO.attentionMask, "int64", [B, "total_sequence_length"]);
+  const past: KvPair[] = [];
+  for (let i = 0; i < base.numLayers; i++) {
+    const dims = [B, base.numKvHeads[i], "past_sequence_length", base.headDim];
+    past.push({
+      key: g.input(IO.pastKey(i), "float32", dims),
+      value: g.input(IO.pastValue(i), "float32", dims),
+    });
+  }
+  const positions = maskPositions(g, IO.attentionMask);
+  let ids: string = IO.inputIds;
+  let cache = past;
+  if (kind === "kvp") {
+    // Entry point: an empty past means prefill with KV prediction.
+    const empty = g.op("Equal", [
+      g.op("Squeeze", [dim(g, IO.pastKey(0), 2), g.ints([0])]),
+      g.ints([0], []),
+    ]);
+    const branchOutputs = (sub: GraphBuilder, idsValue: string, kv: KvPair[]) => {
+      sub.output(idsValue, "int64", [B, "new_tokens"], `${sub.name}.input_ids`);
+      kv.forEach((p, i) => {
+        const dims = [B, base.numKvHeads[i], "cache_length", base.headDim];
+        sub.output(p.key, "float32", dims, `${sub.name}.past.${i}.key`);
+        sub.output(p.value, "float32", dims, `${sub.name}.past.${i}.value`);
+      });
+      return sub.graph(false);
+    };
+    const prefill = g.subgraph("prefill");
+    const prefillGraph = branchOutputs(
+      prefill,
+      slice(prefill, IO.inputIds, 1, -1),
+      predictedCache(prefill, w, desc, positions),
+    );
+    const decode = g.subgraph("decode");
+    const decodeGraph = branchOutputs(
+      decode,
+      decode.op("Identity", [IO.inputIds]),
+      past.map((p) => ({
+        key: decode.op("Identity", [p.key]),
+        value: decode.op("Identity", [p.value]),
+      })),
+    );
+    const outs = g.opN("If", [empty], 1 + 2 * base.numLayers, {
+      then_branch: prefillGraph,
+      else_branch: decodeGraph,
+    }, "entry_point");
+    ids = outs[0];
+    cache = past.map((_, i) => ({ key: outs[1 + 2 * i], value: outs[2 + 2 * i] }));
+  }
+  const newPositions = slice(g, positions, 1, g.op("Neg", [dim(g, ids, 1)]));
+  const bias = attentionBias(g, IO.attentionMask, ids);
+  const out = transformer(g, w, "base", base, ids, newPositions, bias, cache);
+  g.output(lastLogits(g, w, "base", base, out.x), "float32", [B, 1, base.vocabSize], IO.logits);
+  out.present.forEach((p, i) => {
+    const dims = [B, base.numKvHeads[i], "total_sequence_length", base.headDim];
+    g.output(p.key, "float32", dims, IO.presentKey(i));
+    g.output(p.value, "float32", dims, IO.presentValue(i));
+  });
+  return g.model(
+    kind === "kvp"
+      ? "KV Prediction decoder: empty past = auxiliary + predictor + base on the last token; else base decode"
+      : "Base-only decoder (TTFT baseline)",
+  );
+}

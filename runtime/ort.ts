@@ -1,0 +1,201 @@
+/**
+ * ONNX Runtime adapter: runs an exported bundle — prefill (an empty past
+ * selects the KV-prediction entry point in `model.onnx`), decode steps and
+ * greedy generation over left-padded batches — with the same interface as
+ * the reference runtime, so the two can be compared token for token.
+ *
+ * @example
+ * ```ts
+ * import { OrtModel } from "./ort.ts";
+ * const model = await OrtModel.load("out/tiny-bundle");
+ * const { tokens } = await model.generate([[1, 2, 3]], { mode: "kvp", maxNewTokens: 4 });
+ * console.log(tokens);
+ * await model.release();
+ * ```
+ *
+ * @module
+ */
+
+import * as ort from "onnxruntime-node";
+import { type BundleManifest, readManifest, verifyBundle } from "../converters/manifest.ts";
+import type { KvpDescription } from "../converters/model.ts";
+import { checkTokenId, padPrompts, type PromptBatch } from "./batch.ts";
+import { InputError } from "./errors.ts";
+import type { LayerCache } from "./transformer.ts";
+import { argmaxRows, type GenerateOptions, type GenerateResult, type Mode } from "./reference.ts";
+
+/** Options for {@link OrtModel.load}. */
+export interface OrtLoadOptions {
+  /** Check every file's sha256 against the manifest first (default true). */
+  verify?: boolean;
+  /** Intra-op threads (default: ONNX Runtime's choice, all cores). */
+  threads?: number;
+}
+
+/** A decode state held as ONNX Runtime tensors. */
+export interface OrtState {
+  batch: number;
+  mask: Uint8Array;
+  past: ort.Tensor[];
+}
+
+/** A prefill's or decode step's result. */
+export interface OrtStep extends OrtState {
+  /** `[batch, vocab]` logits of each row's last position. */
+  logits: Float32Array;
+}
+
+/** An exported bundle, run by ONNX Runtime. */
+export class OrtModel {
+  private sessions = new Map<Mode, ort.InferenceSession>();
+
+  private constructor(
+    readonly dir: string,
+    readonly manifest: BundleManifest,
+    private readonly options: OrtLoadOptions,
+  ) {}
+
+  /** Opens a bundle (sessions are created on first use). */
+  static async load(dir: string, options: OrtLoadOptions = {}): Promise<OrtModel> {
+    const manifest = await readManifest(dir);
+    if (options.verify ?? true) await verifyBundle(dir, manifest);
+    return new OrtModel(dir, manifest, options);
+  }
+
+  /** The model description recorded at export. */
+  get description(): KvpDescription {
+    return this.manifest.model;
+  }
+
+  /** The session of one graph: `kvp` (model.onnx) or `base` (model_base.onnx). */
+  async session(mode: Mode): Promise<ort.InferenceSession> {
+    let s = this.sessions.get(mode);
+    if (!s) {
+      const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
+      if (this.options.threads) options.intraOpNumThreads = this.options.threads;
+      s = await ort.InferenceSession.create(
+        `${this.dir}/${this.manifest.graphs[mode].file}`,
+        options,
+      );
+      this.sessions.set(mode, s);
+    }
+    return s;
+  }
+
+  /** Validates and left-pads prompts for this model's vocabulary. */
+  batch(prompts: readonly number[][]): PromptBatch {
+    return padPrompts(prompts, this.description.base.vocabSize);
+  }
+
+  private async run(
+    mode: Mode,
+    ids: BigInt64Array,
+    seq: number,
+    state: OrtState,
+    mask: Uint8Array,
+  ): Promise<OrtStep> {
+    const { batch } = state;
+    const { base } = this.description;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor("int64", ids, [batch, seq]),
+      attention_mask: new ort.Tensor("int64", BigInt64Array.from(mask, BigInt), [
+        batch,
+        mask.length / batch,
+      ]),
+    };
+    for (let i = 0; i < base.numLayers; i++) {
+      feeds[`past_key_values.${i}.key`] = state.past[2 * i];
+      feeds[`past_key_values.${i}.value`] = state.past[2 * i + 1];
+    }
+    const out = await (await this.session(mode)).run(feeds);
+    const past: ort.Tensor[] = [];
+    for (let i = 0; i < base.numLayers; i++) {
+      past.push(out[`present.${i}.key`], out[`present.${i}.value`]);
+    }
+    return { batch, mask, past, logits: out.logits.data as Float32Array };
+  }
+
+  /** Prefill of a padded batch through the `kvp` or `base` graph (empty past). */
+  prefill(input: PromptBatch, mode: Mode): Promise<OrtStep> {
+    const { base } = this.description;
+    const past = base.numKvHeads.flatMap((k) => {
+      const empty = new ort.Tensor("float32", new Float32Array(0), [
+        input.batch,
+        k,
+        0,
+        base.headDim,
+      ]);
+      return [empty, empty];
+    });
+    return this.run(
+      mode,
+      BigInt64Array.from(input.ids, BigInt),
+      input.width,
+      { batch: input.batch, mask: input.mask, past },
+      input.mask,
+    );
+  }
+
+  /** Appends `tokens` (`[batch, seq]`) to the cache; `mode` picks the graph that runs it. */
+  decode(state: OrtState, tokens: Int32Array, seq = 1, mode: Mode = "kvp"): Promise<OrtStep> {
+    const { batch } = state;
+    if (tokens.length !== batch * seq) {
+      throw new InputError(`decode: ${tokens.length} tokens for a batch of ${batch} × ${seq}`);
+    }
+    tokens.forEach((id) => checkTokenId(id, this.description.base.vocabSize, "decode"));
+    const pastLen = state.mask.length / batch;
+    const mask = new Uint8Array(batch * (pastLen + seq)).fill(1);
+    for (let b = 0; b < batch; b++) {
+      mask.set(state.mask.subarray(b * pastLen, (b + 1) * pastLen), b * (pastLen + seq));
+    }
+    return this.run(mode, BigInt64Array.from(tokens, BigInt), seq, state, mask);
+  }
+
+  /** Greedy generation; `mode` picks the graph (KV prediction or base-only). */
+  async generate(
+    prompts: readonly number[][],
+    options: GenerateOptions = {},
+  ): Promise<GenerateResult> {
+    const { mode = "kvp", maxNewTokens = 16 } = options;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
+      throw new InputError(`max new tokens must be a whole number ≥ 1, got ${maxNewTokens}`);
+    }
+    const input = this.batch(prompts);
+    const vocab = this.description.base.vocabSize;
+    await this.session(mode);
+    const start = performance.now();
+    let step = await this.prefill(input, mode);
+    let next = argmaxRows(step.logits, input.batch, vocab);
+    const ttftMs = performance.now() - start;
+    const firstLogits = Array.from(
+      { length: input.batch },
+      (_, b) => step.logits.slice(b * vocab, (b + 1) * vocab),
+    );
+    const tokens: number[][] = Array.from({ length: input.batch }, (_, b) => [next[b]]);
+    for (let n = 1; n < maxNewTokens; n++) {
+      step = await this.decode(step, next, 1, mode);
+      next = argmaxRows(step.logits, input.batch, vocab);
+      next.forEach((t, b) => tokens[b].push(t));
+    }
+    return { tokens, firstLogits, ttftMs };
+  }
+
+  /** Releases the sessions. */
+  async release(): Promise<void> {
+    for (const s of this.sessions.values()) await s.release();
+    this.sessions.clear();
+  }
+}
+
+/** The cache of a state as float32 arrays, per layer (for comparisons). */
+export function cacheOf(state: OrtState): LayerCache[] {
+  const out: LayerCache[] = [];
+  for (let i = 0; i < state.past.length; i += 2) {
+    out.push({
+      key: state.past[i].data as Float32Array,
+      value: state.past[i + 1].data as Float32Array,
+      length: state.past[i].dims[2],
+    });
+  }
+  return out;
+}
