@@ -14,7 +14,10 @@
  * @module
  */
 
-import { ReferenceModel } from "../runtime/reference.ts";
+import type { CheckpointSources } from "../converters/checkpoint.ts";
+import { readManifest } from "../converters/manifest.ts";
+import { OrtModel } from "../runtime/ort.ts";
+import { type GenerateResult, ReferenceModel } from "../runtime/reference.ts";
 import {
   CHECKPOINT_HELP,
   CHECKPOINT_OPTIONS,
@@ -29,24 +32,28 @@ import {
 } from "./_args.ts";
 
 const MODES = ["kvp", "base"] as const;
-const RUNTIMES = ["reference"] as const;
+const RUNTIMES = ["reference", "ort"] as const;
 
 /** The `generate` command. */
 export const generate: Command = {
   name: "generate",
   summary: "greedy generation with KV prediction or the base model",
-  help: `Usage: kvpred generate (--checkpoint F | --base F --aux F --predictor F)
+  help: `Usage: kvpred generate (--checkpoint F | --base F --aux F --predictor F | --bundle DIR)
                         --ids 1,2,3 [--ids 4,5 …] [options]
 
 Runs greedy generation. Each --ids is one prompt; prompts of different lengths
-are left-padded into one batch.
+are left-padded into one batch. With --bundle, ONNX Runtime runs the exported
+graphs (model.onnx for kvp, model_base.onnx for base); --runtime reference
+with --bundle runs the reference runtime on the checkpoint the bundle records.
 
 ${CHECKPOINT_HELP}
 Options:
   --ids 1,2,3         a prompt as token ids (repeat for a batch)
   --max-new-tokens N  tokens to generate per prompt (default 16)
   --mode kvp|base     prefill with KV prediction (default) or the base model alone
-  --runtime reference which runtime computes (default reference)
+  --bundle DIR        an exported bundle (kvpred convert)
+  --runtime R         reference or ort (default: ort with --bundle, else reference)
+  --no-verify         with --bundle: skip the sha256 integrity check
   --json              print {"mode","runtime","tokens","first_logits","ttft_ms"}`,
   async run(args) {
     const { values, positionals } = parse("generate", args, {
@@ -55,6 +62,8 @@ Options:
       "max-new-tokens": { type: "string" },
       mode: { type: "string" },
       runtime: { type: "string" },
+      bundle: { type: "string" },
+      "no-verify": { type: "boolean" },
       json: { type: "boolean" },
     });
     if (values.help) {
@@ -65,14 +74,38 @@ Options:
       throw new UsageError(`generate: unexpected argument '${positionals[0]}'`);
     }
     const mode = parseChoice(values.mode, "--mode", MODES, "kvp");
-    const runtime = parseChoice(values.runtime, "--runtime", RUNTIMES, "reference");
+    const runtime = parseChoice(
+      values.runtime,
+      "--runtime",
+      RUNTIMES,
+      values.bundle ? "ort" : "reference",
+    );
     const maxNewTokens = parsePositive(values["max-new-tokens"], "--max-new-tokens", 16);
     const prompts = (values.ids ?? []).map((v) => parseIds(v));
     if (prompts.length === 0) throw new UsageError("generate: no prompt given: use --ids 1,2,3");
-    const sources = checkpointSources("generate", values);
-    const model = await ReferenceModel.load(sources, { mapping: mappingOption(values.mapping) });
-    for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);
-    const result = model.generate(prompts, { mode, maxNewTokens });
+    const given = [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
+    if (given && values.bundle) {
+      throw new UsageError("generate: give a checkpoint or --bundle, not both");
+    }
+    let result: GenerateResult;
+    if (runtime === "ort") {
+      if (!values.bundle) throw new UsageError("generate: --runtime ort needs --bundle DIR");
+      const model = await OrtModel.load(values.bundle, { verify: !values["no-verify"] });
+      try {
+        result = await model.generate(prompts, { mode, maxNewTokens });
+      } finally {
+        await model.release();
+      }
+    } else {
+      const sources: CheckpointSources = values.bundle
+        ? Object.fromEntries(
+          (await readManifest(values.bundle)).sources.map((s) => [s.role, s.path]),
+        )
+        : checkpointSources("generate", values);
+      const model = await ReferenceModel.load(sources, { mapping: mappingOption(values.mapping) });
+      for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);
+      result = model.generate(prompts, { mode, maxNewTokens });
+    }
     if (values.json) {
       console.log(JSON.stringify({
         mode,

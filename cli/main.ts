@@ -13,11 +13,14 @@
 import { CheckpointError } from "../converters/errors.ts";
 import { InputError } from "../runtime/errors.ts";
 import { type Command, UsageError } from "./_args.ts";
+import { convertCommand, InterruptedError } from "./convert.ts";
 import { generate } from "./generate.ts";
 import { inspect } from "./inspect.ts";
+import { validateCommand } from "./validate.ts";
+import { BundleError } from "../converters/manifest.ts";
 
 /** Every subcommand, in help order. */
-export const COMMANDS: readonly Command[] = [inspect, generate];
+export const COMMANDS: readonly Command[] = [inspect, generate, convertCommand, validateCommand];
 
 const HELP = `kvpred — KV Prediction models: import, run, export, check, measure
 
@@ -44,7 +47,9 @@ export async function main(args: string[]): Promise<number> {
 
 /** Prints an error as one line; returns its exit code (2 for usage, 1 otherwise). */
 export function report(e: unknown): number {
-  const known = e instanceof UsageError || e instanceof CheckpointError || e instanceof InputError;
+  const known = [UsageError, CheckpointError, InputError, BundleError, InterruptedError].some((c) =>
+    e instanceof c
+  );
   const message = e instanceof Error ? e.message : String(e);
   if (known) {
     console.error(`kvpred: ${message}`);
@@ -52,7 +57,7 @@ export function report(e: unknown): number {
     console.error(`kvpred: internal error: ${message.split("\n")[0]}`);
     if (Deno.env.get("KVPRED_DEBUG")) console.error(e);
   }
-  return e instanceof UsageError ? 2 : 1;
+  return e instanceof UsageError ? 2 : e instanceof InterruptedError ? 130 : 1;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,41 @@
+/**
+ * Progress on stderr for long work: a self-rewriting line on a terminal,
+ * nothing otherwise (logs stay clean).
+ *
+ * @example
+ * ```ts
+ * import { progressBar } from "./_progress.ts";
+ * const bar = progressBar("writing weights");
+ * bar(50, 100);
+ * bar.done();
+ * ```
+ *
+ * @module
+ */
+
+/** A progress callback with a `done()` that ends the line. */
+export interface ProgressBar {
+  (done: number, total: number): void;
+  done(): void;
+}
+
+/** A progress reporter labelled `label`; silent when stderr is not a terminal. */
+export function progressBar(label: string): ProgressBar {
+  const tty = Deno.stderr.isTerminal();
+  const enc = new TextEncoder();
+  let last = -1;
+  let shown = false;
+  const bar = ((done: number, total: number) => {
+    if (!tty) return;
+    const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
+    if (pct === last) return;
+    last = pct;
+    shown = true;
+    const mib = (n: number) => (n / 2 ** 20).toFixed(0);
+    Deno.stderr.writeSync(enc.encode(`\r${label}: ${pct}% (${mib(done)}/${mib(total)} MiB)`));
+  }) as ProgressBar;
+  bar.done = () => {
+    if (shown) Deno.stderr.writeSync(enc.encode("\n"));
+  };
+  return bar;
+}
