@@ -63,11 +63,16 @@ export function parseIds(text: string, option = "--ids"): number[] {
   return parseIntList(text, option);
 }
 
-/** Parses a positive integer option. */
-export function parsePositive(text: string | undefined, option: string, fallback: number): number {
+/** Parses a whole-number option (≥ `min`, default 1). */
+export function parsePositive(
+  text: string | undefined,
+  option: string,
+  fallback: number,
+  min = 1,
+): number {
   if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text.trim()) || Number(text) < 1) {
-    throw new UsageError(`${option} '${text}': expected a whole number ≥ 1`);
+  if (!/^\d+$/.test(text.trim()) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
+    throw new UsageError(`${option} '${text}': expected a whole number ≥ ${min}`);
   }
   return Number(text);
 }

@@ -20,7 +20,7 @@ export interface ProgressBar {
 }
 
 /** A progress reporter labelled `label`; silent when stderr is not a terminal. */
-export function progressBar(label: string): ProgressBar {
+export function progressBar(label: string, bytes = true): ProgressBar {
   const tty = Deno.stderr.isTerminal();
   const enc = new TextEncoder();
   let last = -1;
@@ -31,8 +31,8 @@ export function progressBar(label: string): ProgressBar {
     if (pct === last) return;
     last = pct;
     shown = true;
-    const mib = (n: number) => (n / 2 ** 20).toFixed(0);
-    Deno.stderr.writeSync(enc.encode(`\r${label}: ${pct}% (${mib(done)}/${mib(total)} MiB)`));
+    const unit = (n: number) => (bytes ? `${(n / 2 ** 20).toFixed(0)} MiB` : String(n));
+    Deno.stderr.writeSync(enc.encode(`\r${label}: ${pct}% (${unit(done)}/${unit(total)})`));
   }) as ProgressBar;
   bar.done = () => {
     if (shown) Deno.stderr.writeSync(enc.encode("\n"));

@@ -16,11 +16,18 @@ import { type Command, UsageError } from "./_args.ts";
 import { convertCommand, InterruptedError } from "./convert.ts";
 import { generate } from "./generate.ts";
 import { inspect } from "./inspect.ts";
+import { synthCommand } from "./synth.ts";
 import { validateCommand } from "./validate.ts";
 import { BundleError } from "../converters/manifest.ts";
 
 /** Every subcommand, in help order. */
-export const COMMANDS: readonly Command[] = [inspect, generate, convertCommand, validateCommand];
+export const COMMANDS: readonly Command[] = [
+  inspect,
+  generate,
+  convertCommand,
+  validateCommand,
+  synthCommand,
+];
 
 const HELP = `kvpred — KV Prediction models: import, run, export, check, measure
 

@@ -88,7 +88,7 @@ Options:
       promptLength: parsePositive(values["prompt-length"], "--prompt-length", 32),
       decodeSteps: parsePositive(values.steps, "--steps", 8),
       tolerance: parseTolerance(values.tolerance),
-      seed: parsePositive(values.seed, "--seed", 1234),
+      seed: parsePositive(values.seed, "--seed", 1234, 0),
       verify: !values["no-verify"],
       onCase: values.json ? undefined : (c) => console.log(formatCase(c)),
     });
