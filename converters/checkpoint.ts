@@ -69,10 +69,10 @@ export class CheckpointIndex {
     return ref;
   }
 
-  /** Reads a canonical tensor as float32. */
-  read(name: string): Promise<Float32Array> {
+  /** Reads a canonical tensor as float32 (into `out` when given). */
+  read(name: string, out?: Float32Array): Promise<Float32Array> {
     const { file, info } = this.ref(name);
-    return file.readFloat32(info.name);
+    return file.readFloat32(info.name, out);
   }
 
   /** A metadata value from any of the files (the first that has it). */

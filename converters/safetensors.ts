@@ -139,6 +139,8 @@ function checkNoOverlap(path: string, infos: TensorInfo[]): void {
 
 /** An open safetensors file: its validated header and positional tensor reads. */
 export class SafetensorsFile {
+  private scratch = new Uint8Array(0);
+
   private constructor(
     /** The path it was opened from. */
     readonly path: string,
@@ -192,16 +194,35 @@ export class SafetensorsFile {
     return info;
   }
 
-  /** Reads a float tensor (F32, F16 or BF16) as float32. */
-  async readFloat32(name: string): Promise<Float32Array> {
+  /**
+   * Reads a float tensor (F32, F16 or BF16) as float32. With `out` (at least
+   * the tensor's size), the values land there and no new buffer is made.
+   */
+  async readFloat32(name: string, out?: Float32Array): Promise<Float32Array> {
     const info = this.info(name);
     if (!FLOAT_DTYPES.includes(info.dtype)) {
       throw new CheckpointError(
         `${this.path}: tensor '${name}' is ${info.dtype}, expected F32, F16 or BF16`,
       );
     }
-    const bytes = await readAt(this.file, this.path, info.offset, info.byteLength);
-    return decodeFloats(bytes, info.dtype);
+    if (!out) {
+      const bytes = await readAt(this.file, this.path, info.offset, info.byteLength);
+      return decodeFloats(bytes, info.dtype);
+    }
+    if (out.length < info.size) {
+      throw new RangeError(`readFloat32: '${name}' needs ${info.size} values`);
+    }
+    const target = out.subarray(0, info.size);
+    if (info.dtype === "F32") {
+      const bytes = new Uint8Array(target.buffer, target.byteOffset, info.byteLength);
+      await readAt(this.file, this.path, info.offset, info.byteLength, bytes);
+    } else {
+      if (this.scratch.length < info.byteLength) this.scratch = new Uint8Array(info.byteLength);
+      const bytes = this.scratch.subarray(0, info.byteLength);
+      await readAt(this.file, this.path, info.offset, info.byteLength, bytes);
+      target.set(decodeFloats(bytes, info.dtype));
+    }
+    return target;
   }
 
   /** Reads an I64 tensor as a BigInt64Array. */
@@ -225,8 +246,8 @@ async function readAt(
   path: string,
   offset: number,
   length: number,
+  out: Uint8Array = new Uint8Array(length),
 ): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
   await file.seek(offset, Deno.SeekMode.Start);
   let done = 0;
   while (done < length) {

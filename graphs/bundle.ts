@@ -64,8 +64,7 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(x.length);
+function transpose(x: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
   const B = 64;
   for (let r0 = 0; r0 < rows; r0 += B) {
     for (let c0 = 0; c0 < cols; c0 += B) {
@@ -82,20 +81,28 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   while (done < bytes.length) done += await file.write(bytes.subarray(done));
 }
 
-/** Streams every initializer into the data file at its aligned offset. */
+/**
+ * Streams every initializer into the data file at its aligned offset, through
+ * two reusable buffers of the largest tensor's size: memory stays flat however
+ * large the checkpoint.
+ */
 async function writeWeights(
-  read: (source: string) => Promise<Float32Array>,
+  read: (source: string, out: Float32Array) => Promise<Float32Array>,
   layout: WeightLayout,
   path: string,
   options: ConvertOptions,
 ): Promise<void> {
   using file = await Deno.open(path, { write: true, createNew: true });
+  const largest = Math.max(...layout.specs.map((s) => s.dims.reduce((a, b) => a * b, 1)));
+  const readBuf = new Float32Array(largest), transposeBuf = new Float32Array(largest);
   let position = 0;
   for (const spec of layout.specs) {
     options.signal?.throwIfAborted();
     const ref = layout.refs.get(spec.name)!;
-    const data = await read(spec.source);
-    const stored = spec.transpose ? transpose(data, spec.dims[1], spec.dims[0]) : data;
+    const data = await read(spec.source, readBuf);
+    const stored = spec.transpose
+      ? transpose(data, spec.dims[1], spec.dims[0], transposeBuf.subarray(0, data.length))
+      : data;
     if (ref.offset > position) await writeAll(file, new Uint8Array(ref.offset - position));
     await writeAll(file, new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength));
     position = ref.offset + ref.length;
@@ -158,7 +165,7 @@ export async function convert(
     const { description } = describeKvp(index, { mapping: options.mapping });
     await Deno.mkdir(`${tmp}/onnx`, { recursive: true });
     const layout = layoutWeights(weightPlan(description));
-    await writeWeights((s) => index.read(s), layout, `${tmp}/onnx/${DATA_FILE}`, options);
+    await writeWeights((s, out) => index.read(s, out), layout, `${tmp}/onnx/${DATA_FILE}`, options);
     const graphs = {
       kvp: {
         file: "onnx/model.onnx",

@@ -1,0 +1,64 @@
+/**
+ * Conversion at scale: memory stays flat (weights stream through fixed
+ * buffers), and an interrupted conversion (SIGINT) leaves no bundle and no
+ * temporary files.
+ */
+
+import assert from "node:assert/strict";
+import { synthesize } from "../converters/synth.ts";
+import { tempDir } from "./_helpers.ts";
+
+const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
+
+Deno.test("convert's peak memory grows by less than half the checkpoint's size", async () => {
+  await using tmp = await tempDir();
+  const ckpt = `${tmp.path}/s.safetensors`;
+  await synthesize({ base: "small-base", aux: "small-aux", vocab: 8192, out: ckpt });
+  const size = (await Deno.stat(ckpt)).size;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./_peak_convert.ts", import.meta.url).pathname,
+      ckpt,
+      `${tmp.path}/b`,
+    ],
+    stdout: "piped",
+  }).output();
+  assert.equal(out.code, 0);
+  const { growth } = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.ok(growth < size / 2, `peak RSS grew ${growth} bytes for a ${size}-byte checkpoint`);
+});
+
+Deno.test("SIGINT halfway through convert leaves no bundle and no temporary files", async () => {
+  await using tmp = await tempDir();
+  const ckpt = `${tmp.path}/big.safetensors`;
+  await synthesize({ base: "small-base", aux: "small-aux", vocab: 50000, out: ckpt });
+  assert.ok((await Deno.stat(ckpt)).size > 200e6, "a multi-hundred-megabyte checkpoint");
+  const out = `${tmp.path}/bundle`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "convert", "--checkpoint", ckpt, "--out", out],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  // Wait until weights are being written, then interrupt.
+  const deadline = Date.now() + 60_000;
+  let writing = false;
+  while (!writing && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+    for (const e of Deno.readDirSync(tmp.path)) {
+      if (!e.name.startsWith("bundle.partial-")) continue;
+      try {
+        writing = Deno.statSync(`${tmp.path}/${e.name}/onnx/model.onnx_data`).size > 1e6;
+      } catch { /* not there yet */ }
+    }
+  }
+  assert.ok(writing, "the conversion started writing weights");
+  child.kill("SIGINT");
+  const status = await child.output();
+  const stderr = new TextDecoder().decode(status.stderr).trim();
+  assert.equal(status.code, 130, stderr);
+  assert.match(stderr, /^kvpred: interrupted; no bundle written$/);
+  assert.deepEqual([...Deno.readDirSync(tmp.path)].map((e) => e.name), ["big.safetensors"]);
+});
