@@ -16,6 +16,8 @@ import { type Command, UsageError } from "./_args.ts";
 import { convertCommand, InterruptedError } from "./convert.ts";
 import { generate } from "./generate.ts";
 import { inspect } from "./inspect.ts";
+import { benchCommand } from "./bench.ts";
+import { flopsCommand } from "./flops.ts";
 import { synthCommand } from "./synth.ts";
 import { validateCommand } from "./validate.ts";
 import { BundleError } from "../converters/manifest.ts";
@@ -27,6 +29,8 @@ export const COMMANDS: readonly Command[] = [
   convertCommand,
   validateCommand,
   synthCommand,
+  flopsCommand,
+  benchCommand,
 ];
 
 const HELP = `kvpred — KV Prediction models: import, run, export, check, measure

@@ -178,6 +178,17 @@ export class GraphBuilder {
     return name;
   }
 
+  /** A float32 initializer stored inline under `name` (no deduplication; for large data). */
+  tensor(name: string, data: Float32Array, dims: number[]): string {
+    this.shared.initializers.push({
+      name,
+      dims,
+      dataType: ELEM.float32,
+      rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    });
+    return name;
+  }
+
   /** A float32 initializer whose bytes live in an external data file. */
   external(name: string, dims: number[], ref: ExternalRef): string {
     this.shared.initializers.push({

@@ -1,0 +1,120 @@
+/**
+ * `kvpred flops`: prefill FLOPs for base-only and KV prediction, their ratio,
+ * and parameter counts, from a bundle's manifest or a checkpoint's shapes.
+ *
+ * @example
+ * ```ts
+ * import { flopsCommand } from "./flops.ts";
+ * await flopsCommand.run(["--checkpoint", "tests/fixtures/corenet/tiny-kvp-c.safetensors", "--prompt-length", "8"]);
+ * ```
+ *
+ * @module
+ */
+
+import { openCheckpoint } from "../converters/checkpoint.ts";
+import { describeKvp } from "../converters/describe.ts";
+import { prefillFlops } from "../converters/flops.ts";
+import { readManifest } from "../converters/manifest.ts";
+import type { KvpDescription } from "../converters/model.ts";
+import {
+  CHECKPOINT_HELP,
+  CHECKPOINT_OPTIONS,
+  checkpointSources,
+  type Command,
+  mappingOption,
+  parse,
+  parsePositive,
+  UsageError,
+} from "./_args.ts";
+
+/** The model description from `--bundle` or from checkpoint options. */
+export async function describeFrom(
+  command: string,
+  values: {
+    bundle?: string;
+    checkpoint?: string;
+    base?: string;
+    aux?: string;
+    predictor?: string;
+    mapping?: string;
+  },
+): Promise<KvpDescription> {
+  const given = [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
+  if (values.bundle && given) {
+    throw new UsageError(`${command}: give --bundle or a checkpoint, not both`);
+  }
+  if (values.bundle) return (await readManifest(values.bundle)).model;
+  const index = await openCheckpoint(checkpointSources(command, values));
+  try {
+    return describeKvp(index, { mapping: mappingOption(values.mapping) }).description;
+  } finally {
+    index.close();
+  }
+}
+
+const g = (n: number) => `${(n / 1e9).toFixed(3)} GFLOP`;
+
+/** The `flops` command. */
+export const flopsCommand: Command = {
+  name: "flops",
+  summary: "prefill FLOPs (base-only vs KV prediction) and parameter counts",
+  help: `Usage: kvpred flops (--bundle DIR | --checkpoint F | --base F --aux F --predictor F)
+                     --prompt-length L [--batch B] [--json]
+
+Counts prefill FLOPs (a multiply-add is 2) of every matmul: projections, FFN,
+attention scores and weighted sums, the predictor, and the LM head for the
+last position. Base-only: the base model over all L tokens. KV prediction:
+the auxiliary model over L-1 tokens, the predictor, the base model on the
+last token. Prints both, their ratio and the parameter counts.
+
+${CHECKPOINT_HELP}
+Options:
+  --bundle DIR        read the model from a bundle's manifest instead
+  --prompt-length L   prompt length (required)
+  --batch B           batch size (default 1)
+  --json              print JSON`,
+  async run(args) {
+    const { values, positionals } = parse("flops", args, {
+      ...CHECKPOINT_OPTIONS,
+      bundle: { type: "string" },
+      "prompt-length": { type: "string" },
+      batch: { type: "string" },
+      json: { type: "boolean" },
+    });
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    if (positionals.length) throw new UsageError(`flops: unexpected argument '${positionals[0]}'`);
+    if (values["prompt-length"] === undefined) {
+      throw new UsageError("flops: --prompt-length L is required");
+    }
+    const length = parsePositive(values["prompt-length"], "--prompt-length", 0);
+    const batch = parsePositive(values.batch, "--batch", 1);
+    const desc = await describeFrom("flops", values);
+    const flops = prefillFlops(desc, length, batch);
+    const parameters = {
+      base: desc.base.parameterCount,
+      auxiliary: desc.auxiliary.parameterCount,
+      predictor: desc.predictorParameterCount,
+    };
+    if (values.json) {
+      console.log(JSON.stringify({ ...flops, parameters }, null, 2));
+      return 0;
+    }
+    const n = (v: number) => v.toLocaleString("en-US");
+    console.log(`prompt length ${length}, batch ${batch}`);
+    console.log(`  base-only prefill      ${g(flops.base)}`);
+    console.log(
+      `  KV prediction prefill  ${g(flops.kvp)} (auxiliary ${g(flops.kvpParts.auxiliary)}, ` +
+        `predictor ${g(flops.kvpParts.predictor)}, base last token ${g(flops.kvpParts.base)})`,
+    );
+    console.log(`  ratio base / KVP       ${flops.ratio.toFixed(3)}×`);
+    console.log(
+      `parameters: base ${n(parameters.base)}, auxiliary ${n(parameters.auxiliary)}, predictor ${
+        n(parameters.predictor)
+      }`,
+    );
+    return 0;
+  },
+};
