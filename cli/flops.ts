@@ -16,6 +16,7 @@ import { describeKvp } from "../converters/describe.ts";
 import { prefillFlops } from "../converters/flops.ts";
 import { readManifest } from "../converters/manifest.ts";
 import type { KvpDescription } from "../converters/model.ts";
+import { defaultMapping, describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
 import {
   CHECKPOINT_HELP,
   CHECKPOINT_OPTIONS,
@@ -27,7 +28,41 @@ import {
   UsageError,
 } from "./_args.ts";
 
-/** The model description from `--bundle` or from checkpoint options. */
+/** A description from named configs (no checkpoint needed). */
+export function describeConfigs(
+  baseName: string,
+  auxName: string,
+  vocab: number,
+  mapping?: number[],
+): KvpDescription {
+  const cfg = (name: string, option: string) => {
+    const c = OPENELM_CONFIGS[name];
+    if (!c) {
+      throw new UsageError(
+        `${option} '${name}': unknown config (known: ${Object.keys(OPENELM_CONFIGS).join(", ")})`,
+      );
+    }
+    return describeConfig(c, vocab);
+  };
+  const base = cfg(baseName, "--base-config"), auxiliary = cfg(auxName, "--aux-config");
+  const map = mapping ?? defaultMapping(baseName, auxName, base.numLayers, auxiliary.numLayers);
+  const predictorParameterCount = map.reduce(
+    (s, a, i) =>
+      s +
+      2 * (base.numKvHeads[i] * base.headDim) * (auxiliary.numKvHeads[a] * auxiliary.headDim + 1),
+    0,
+  );
+  return {
+    base,
+    auxiliary,
+    mapping: map,
+    mappingSource: mapping ? "option" : "inferred",
+    predictorParameterCount,
+    predictorDtype: "F32",
+  };
+}
+
+/** The model description from `--bundle`, named configs, or checkpoint options. */
 export async function describeFrom(
   command: string,
   values: {
@@ -37,13 +72,30 @@ export async function describeFrom(
     aux?: string;
     predictor?: string;
     mapping?: string;
+    "base-config"?: string;
+    "aux-config"?: string;
+    vocab?: string;
   },
 ): Promise<KvpDescription> {
   const given = [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
-  if (values.bundle && given) {
-    throw new UsageError(`${command}: give --bundle or a checkpoint, not both`);
+  const named = Boolean(values["base-config"] || values["aux-config"]);
+  if ([values.bundle, given, named].filter(Boolean).length > 1) {
+    throw new UsageError(
+      `${command}: give one of --bundle, a checkpoint, or --base-config/--aux-config`,
+    );
   }
   if (values.bundle) return (await readManifest(values.bundle)).model;
+  if (named) {
+    if (!values["base-config"] || !values["aux-config"]) {
+      throw new UsageError(`${command}: --base-config and --aux-config go together`);
+    }
+    return describeConfigs(
+      values["base-config"],
+      values["aux-config"],
+      parsePositive(values.vocab, "--vocab", 32000),
+      mappingOption(values.mapping),
+    );
+  }
   const index = await openCheckpoint(checkpointSources(command, values));
   try {
     return describeKvp(index, { mapping: mappingOption(values.mapping) }).description;
@@ -58,7 +110,8 @@ const g = (n: number) => `${(n / 1e9).toFixed(3)} GFLOP`;
 export const flopsCommand: Command = {
   name: "flops",
   summary: "prefill FLOPs (base-only vs KV prediction) and parameter counts",
-  help: `Usage: kvpred flops (--bundle DIR | --checkpoint F | --base F --aux F --predictor F)
+  help: `Usage: kvpred flops (--bundle DIR | --checkpoint F | --base F --aux F --predictor F |
+                      --base-config NAME --aux-config NAME [--vocab N])
                      --prompt-length L [--batch B] [--json]
 
 Counts prefill FLOPs (a multiply-add is 2) of every matmul: projections, FFN,
@@ -70,6 +123,9 @@ last token. Prints both, their ratio and the parameter counts.
 ${CHECKPOINT_HELP}
 Options:
   --bundle DIR        read the model from a bundle's manifest instead
+  --base-config NAME, --aux-config NAME
+                      named OpenELM configs (see 'kvpred synth --help'), no file needed
+  --vocab N           vocabulary for named configs (default 32000)
   --prompt-length L   prompt length (required)
   --batch B           batch size (default 1)
   --json              print JSON`,
@@ -77,6 +133,9 @@ Options:
     const { values, positionals } = parse("flops", args, {
       ...CHECKPOINT_OPTIONS,
       bundle: { type: "string" },
+      "base-config": { type: "string" },
+      "aux-config": { type: "string" },
+      vocab: { type: "string" },
       "prompt-length": { type: "string" },
       batch: { type: "string" },
       json: { type: "boolean" },

@@ -1,0 +1,78 @@
+/** Synthetic checkpoints: deterministic, CoreNet-shaped, mapping recorded, all dtypes loadable. */
+
+import assert from "node:assert/strict";
+import { openCheckpoint } from "../converters/checkpoint.ts";
+import { describeKvp } from "../converters/describe.ts";
+import { describeConfig, OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "../converters/openelm.ts";
+import { sha256File } from "../converters/sha256.ts";
+import { ReferenceModel } from "../runtime/reference.ts";
+import { kvpred, tempDir } from "./_helpers.ts";
+
+Deno.test("synth: same seed, same bytes; the mapping is in the metadata; shapes give back the config", async () => {
+  await using tmp = await tempDir();
+  const args = ["synth", "--base", "tiny-base", "--aux", "tiny-aux", "--vocab", "300"];
+  const a = await kvpred(...args, "--out", `${tmp.path}/a.safetensors`);
+  assert.equal(a.code, 0, a.stderr);
+  assert.match(a.stdout, /mapping 0,0,1,1/);
+  await kvpred(...args, "--out", `${tmp.path}/b.safetensors`);
+  await kvpred(...args, "--seed", "9", "--out", `${tmp.path}/c.safetensors`);
+  const [sa, sb, sc] = await Promise.all(
+    ["a", "b", "c"].map((n) => sha256File(`${tmp.path}/${n}.safetensors`)),
+  );
+  assert.equal(sa, sb);
+  assert.notEqual(sa, sc);
+  const index = await openCheckpoint({ checkpoint: `${tmp.path}/a.safetensors` });
+  const { description, unknownTensors } = describeKvp(index);
+  index.close();
+  assert.equal(description.mappingSource, "metadata");
+  assert.deepEqual(description.mapping, PUBLISHED_MAPPINGS["tiny-base/tiny-aux"]);
+  assert.deepEqual(unknownTensors, []);
+  const want = describeConfig(OPENELM_CONFIGS["tiny-base"], 300);
+  assert.deepEqual(description.base.numQueryHeads, want.numQueryHeads);
+  assert.deepEqual(description.base.ffnDims, want.ffnDims);
+  assert.equal(description.base.parameterCount, want.parameterCount);
+});
+
+Deno.test("synth: f16 and bf16 checkpoints load and generate like f32 (within rounding)", async () => {
+  await using tmp = await tempDir();
+  const tokens: Record<string, number[][]> = {};
+  for (const dtype of ["f32", "f16", "bf16"]) {
+    const out = `${tmp.path}/${dtype}.safetensors`;
+    const r = await kvpred(
+      "synth",
+      "--base",
+      "tiny-base",
+      "--aux",
+      "tiny-aux",
+      "--vocab",
+      "64",
+      "--dtype",
+      dtype,
+      "--out",
+      out,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const model = await ReferenceModel.load({ checkpoint: out });
+    assert.equal(model.description.base.dtype, dtype.toUpperCase());
+    tokens[dtype] = model.generate([[1, 2, 3, 4, 5]], { maxNewTokens: 1 }).tokens;
+  }
+  // Logits of random models are close together; the first token is the robust check.
+  assert.deepEqual(tokens.f16, tokens.f32);
+});
+
+Deno.test("synth: layer-pruned configs keep CoreNet's selected layers", () => {
+  const full = describeConfig(OPENELM_CONFIGS["OpenELM-1_1B"], 32000);
+  const quarter = describeConfig(OPENELM_CONFIGS["OpenELM-1_1B-0.25l"], 32000);
+  assert.equal(quarter.numLayers, 7);
+  assert.deepEqual(
+    quarter.numQueryHeads,
+    [0, 4, 8, 12, 16, 20, 24].map((i) => full.numQueryHeads[i]),
+  );
+  assert.equal(describeConfig(OPENELM_CONFIGS["OpenELM-1_1B-0.75l"], 32000).numLayers, 21);
+  assert.equal(describeConfig(OPENELM_CONFIGS["OpenELM-3B-0.50l"], 32000).numLayers, 18);
+  for (const [pair, mapping] of Object.entries(PUBLISHED_MAPPINGS)) {
+    const [b, a] = pair.split("/");
+    assert.equal(mapping.length, describeConfig(OPENELM_CONFIGS[b], 32000).numLayers, pair);
+    assert.ok(Math.max(...mapping) < describeConfig(OPENELM_CONFIGS[a], 32000).numLayers, pair);
+  }
+});
