@@ -98,6 +98,7 @@ export const CHECKPOINT_OPTIONS = {
   aux: { type: "string" },
   predictor: { type: "string" },
   mapping: { type: "string" },
+  "allow-nonfinite": { type: "boolean" },
 } as const;
 
 /** Help lines for {@link CHECKPOINT_OPTIONS}. */
@@ -106,20 +107,28 @@ export const CHECKPOINT_HELP = `Checkpoint (one combined CoreNet file, or three 
   --base F --aux F --predictor F
                       the three parts as separate safetensors files
   --mapping 0,0,1,1   auxiliary layer for each base layer (default: the file's
-                      metadata, else the only mapping the predictor's shapes allow)`;
+                      metadata, else the only mapping the predictor's shapes allow)
+  --allow-nonfinite   accept NaN/Inf weights (default: refuse, naming the tensor)`;
 
 /** Reads checkpoint sources from parsed options, checking that they form one set. */
 export function checkpointSources(
   command: string,
-  values: { checkpoint?: string; base?: string; aux?: string; predictor?: string },
+  values: {
+    checkpoint?: string;
+    base?: string;
+    aux?: string;
+    predictor?: string;
+    "allow-nonfinite"?: boolean;
+  },
 ): CheckpointSources {
   const parts = [values.base, values.aux, values.predictor];
+  const allowNonfinite = values["allow-nonfinite"] ?? false;
   if (values.checkpoint && parts.some(Boolean)) {
     throw new UsageError(`${command}: give --checkpoint, or --base/--aux/--predictor, not both`);
   }
-  if (values.checkpoint) return { checkpoint: values.checkpoint };
+  if (values.checkpoint) return { checkpoint: values.checkpoint, allowNonfinite };
   if (parts.every(Boolean)) {
-    return { base: values.base, aux: values.aux, predictor: values.predictor };
+    return { base: values.base, aux: values.aux, predictor: values.predictor, allowNonfinite };
   }
   if (parts.some(Boolean)) {
     const missing = ["--base", "--aux", "--predictor"].filter((_, i) => !parts[i]);

@@ -55,7 +55,7 @@ export const TABLE_HEADER = [
 export function formatPeak(report: BenchReport): string {
   const [m, k, n] = report.peak.shape;
   const best = Math.max(...report.lengths.map((r) => r.flopsPerSecond.base));
-  return `large MatMul [${m}×${k}]·[${k}×${n}] by ${report.runtime}: ${
+  return `fastest large MatMul [${m}×${k}]·[${k}×${n}] by ${report.runtime}: ${
     gf(report.peak.bestFlopsPerSecond)
   } GFLOP/s at best, ${gf(report.peak.flopsPerSecond)} at the median (${
     ms(report.peak.timing.median)
@@ -76,7 +76,8 @@ base-only graph and the KV-prediction graph, alternately in one process:
 median, min and max of --reps runs after a warm-up, per prompt length. Reports
 the speedup, the prefill FLOPs ratio and their quotient (FLOPs efficiency),
 the decode step latency of both graphs, and the achieved prefill FLOP/s next
-to one large MatMul run by the same runtime in the same run.
+to the fastest of a few large MatMuls run by the same runtime in the same
+run (interleaved with the prefills).
 
 Options:
   --bundle DIR              the bundle (kvpred convert)

@@ -15,7 +15,9 @@
  */
 
 import type { CheckpointSources } from "../converters/checkpoint.ts";
-import { readManifest } from "../converters/manifest.ts";
+import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
+import { padPrompts } from "../runtime/batch.ts";
+import { manifestSources, readManifest } from "../converters/manifest.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { type GenerateResult, ReferenceModel } from "../runtime/reference.ts";
 import {
@@ -87,10 +89,21 @@ Options:
     if (given && values.bundle) {
       throw new UsageError("generate: give a checkpoint or --bundle, not both");
     }
+    // Prompts and lengths are checked against the model before any weight is read.
+    const check = (d: KvpDescription) => {
+      padPrompts(prompts, d.base.vocabSize);
+      const longest = Math.max(...prompts.map((p) => p.length));
+      if (longest + maxNewTokens > DEFAULT_CONTEXT_LENGTH) {
+        throw new UsageError(
+          `--max-new-tokens ${maxNewTokens}: with a ${longest}-token prompt this exceeds the ` +
+            `model's context of ${DEFAULT_CONTEXT_LENGTH} tokens`,
+        );
+      }
+    };
     let result: GenerateResult;
     if (runtime === "ort") {
       if (!values.bundle) throw new UsageError("generate: --runtime ort needs --bundle DIR");
-      const model = await OrtModel.load(values.bundle, { verify: !values["no-verify"] });
+      const model = await OrtModel.load(values.bundle, { verify: !values["no-verify"], check });
       try {
         result = await model.generate(prompts, { mode, maxNewTokens });
       } finally {
@@ -98,11 +111,12 @@ Options:
       }
     } else {
       const sources: CheckpointSources = values.bundle
-        ? Object.fromEntries(
-          (await readManifest(values.bundle)).sources.map((s) => [s.role, s.path]),
-        )
+        ? manifestSources(await readManifest(values.bundle))
         : checkpointSources("generate", values);
-      const model = await ReferenceModel.load(sources, { mapping: mappingOption(values.mapping) });
+      const model = await ReferenceModel.load(sources, {
+        mapping: mappingOption(values.mapping),
+        check,
+      });
       for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);
       result = model.generate(prompts, { mode, maxNewTokens });
     }

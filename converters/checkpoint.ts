@@ -27,6 +27,8 @@ export interface CheckpointSources {
   predictor?: string;
   /** Files whose roles are detected from their tensor names (for `inspect`). */
   files?: string[];
+  /** Accept NaN and ±Inf in weights (default: a CheckpointError naming the tensor). */
+  allowNonfinite?: boolean;
 }
 
 /** A tensor located in a file. */
@@ -43,6 +45,11 @@ export class CheckpointIndex {
   readonly unrecognised: string[] = [];
   /** File → role it was read as. */
   readonly roles: Map<SafetensorsFile, FileRole> = new Map();
+
+  constructor(
+    /** Whether reads accept NaN and ±Inf. */
+    readonly allowNonfinite = false,
+  ) {}
 
   /** The files in the order they were given. */
   get files(): SafetensorsFile[] {
@@ -69,10 +76,12 @@ export class CheckpointIndex {
     return ref;
   }
 
-  /** Reads a canonical tensor as float32 (into `out` when given). */
-  read(name: string, out?: Float32Array): Promise<Float32Array> {
+  /** Reads a canonical tensor as float32 (into `out` when given); refuses NaN and ±Inf. */
+  async read(name: string, out?: Float32Array): Promise<Float32Array> {
     const { file, info } = this.ref(name);
-    return file.readFloat32(info.name, out);
+    const values = await file.readFloat32(info.name, out);
+    if (!this.allowNonfinite) checkFinite(values, `${file.path}: tensor '${info.name}'`);
+    return values;
   }
 
   /** A metadata value from any of the files (the first that has it). */
@@ -108,6 +117,23 @@ export class CheckpointIndex {
   }
 }
 
+function checkFinite(values: Float32Array, what: string): void {
+  let count = 0, first = -1;
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) {
+      if (first < 0) first = i;
+      count++;
+    }
+  }
+  if (count) {
+    throw new CheckpointError(
+      `${what} has ${count} non-finite value${count > 1 ? "s" : ""} (first ${
+        values[first]
+      } at index ${first}); use --allow-nonfinite to accept them`,
+    );
+  }
+}
+
 /** The role a file's names suggest: combined, predictor, or a bare transformer. */
 function detectRole(file: SafetensorsFile): FileRole | "transformer" {
   const names = [...file.tensors.keys()];
@@ -129,7 +155,7 @@ export async function openCheckpoint(sources: CheckpointSources): Promise<Checkp
   if (sources.base) parts.push([sources.base, "base"]);
   if (sources.aux) parts.push([sources.aux, "auxiliary"]);
   if (sources.predictor) parts.push([sources.predictor, "predictor"]);
-  const index = new CheckpointIndex();
+  const index = new CheckpointIndex(sources.allowNonfinite);
   const opened: SafetensorsFile[] = [];
   try {
     for (const [path, role] of parts) {

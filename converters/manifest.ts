@@ -15,6 +15,7 @@
 
 import type { Dtype } from "./_dtype.ts";
 import type { PrefillFlops } from "./flops.ts";
+import type { CheckpointSources } from "./checkpoint.ts";
 import type { KvpDescription } from "./model.ts";
 import { sha256File } from "./sha256.ts";
 
@@ -48,6 +49,8 @@ export interface BundleManifest {
   externalData: string;
   io: { inputs: string[]; outputs: string[] };
   prefillFlops: PrefillFlops[];
+  /** The conversion accepted NaN/Inf weights (--allow-nonfinite). */
+  allowNonfinite: boolean;
   /** Bundle-relative path → sha256 of every other file in the bundle. */
   files: Record<string, string>;
 }
@@ -79,6 +82,13 @@ export async function readManifest(dir: string): Promise<BundleManifest> {
     throw new BundleError(`${path}: not a kvpred bundle manifest of format ${BUNDLE_FORMAT}`);
   }
   return manifest;
+}
+
+/** The checkpoint a bundle was made from, as sources to load it again. */
+export function manifestSources(manifest: BundleManifest): CheckpointSources {
+  const sources: CheckpointSources = { allowNonfinite: manifest.allowNonfinite };
+  for (const s of manifest.sources) sources[s.role] = s.path;
+  return sources;
 }
 
 /** sha256 of every file under `dir` except the manifest, by bundle-relative path. */

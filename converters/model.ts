@@ -19,6 +19,12 @@
 
 import type { Dtype } from "./_dtype.ts";
 
+/**
+ * Context length assumed for OpenELM models (CoreNet's `max_context_length`
+ * default; it is configuration, not recoverable from tensors).
+ */
+export const DEFAULT_CONTEXT_LENGTH = 2048;
+
 /** The two transformers of a KV-prediction model. */
 export type Part = "base" | "auxiliary";
 

@@ -16,6 +16,8 @@
 
 import { decodeFloats, type Dtype, DTYPE_SIZE, FLOAT_DTYPES, isDtype } from "./_dtype.ts";
 import { CheckpointError } from "./errors.ts";
+import { checkJsonKeys } from "./_json.ts";
+import { type ByteSource, fileSource } from "./_source.ts";
 
 export type { Dtype } from "./_dtype.ts";
 
@@ -41,11 +43,17 @@ export function parseHeader(
   fileSize: number,
 ): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
   let json: unknown;
+  let text: string;
   try {
-    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+    json = JSON.parse(text);
   } catch (e) {
     const why = e instanceof RangeError ? "too deeply nested" : "not valid UTF-8 JSON";
     throw new CheckpointError(`${path}: header is ${why}`);
+  }
+  const duplicate = checkJsonKeys(text);
+  if (duplicate !== undefined) {
+    throw new CheckpointError(`${path}: header repeats the key ${JSON.stringify(duplicate)}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new CheckpointError(`${path}: header must be a JSON object`);
@@ -144,7 +152,7 @@ export class SafetensorsFile {
   private constructor(
     /** The path it was opened from. */
     readonly path: string,
-    private readonly file: Deno.FsFile,
+    private readonly file: ByteSource,
     /** File size in bytes. */
     readonly size: number,
     /** Every tensor's validated entry, in header order. */
@@ -155,20 +163,29 @@ export class SafetensorsFile {
 
   /** Opens and validates `path`. Throws CheckpointError for anything malformed. */
   static async open(path: string): Promise<SafetensorsFile> {
-    let file: Deno.FsFile;
+    let source: ByteSource & { isFile: boolean };
     try {
-      file = await Deno.open(path, { read: true });
+      source = await fileSource(path);
     } catch (e) {
       const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
       throw new CheckpointError(`${path}: cannot open: ${why}`);
     }
+    if (!source.isFile) {
+      source.close();
+      throw new CheckpointError(`${path}: not a regular file`);
+    }
+    return SafetensorsFile.fromSource(path, source);
+  }
+
+  /** Validates a safetensors image from any byte source (named `path` in messages). */
+  static async fromSource(path: string, source: ByteSource): Promise<SafetensorsFile> {
     try {
-      const { size, isFile } = await file.stat();
-      if (!isFile) throw new CheckpointError(`${path}: not a regular file`);
+      const { size } = source;
       if (size < 8) {
         throw new CheckpointError(`${path}: truncated: ${size} bytes, no 8-byte header length`);
       }
-      const lengthBytes = await readAt(file, path, 0, 8);
+      const lengthBytes = await readAt(source, path, 0, 8);
+      refusePickle(path, lengthBytes);
       const n = new DataView(lengthBytes.buffer).getBigUint64(0, true);
       if (n > BigInt(size - 8)) {
         throw new CheckpointError(
@@ -178,11 +195,11 @@ export class SafetensorsFile {
       if (n > BigInt(MAX_HEADER_BYTES)) {
         throw new CheckpointError(`${path}: header length ${n} exceeds ${MAX_HEADER_BYTES} bytes`);
       }
-      const header = await readAt(file, path, 8, Number(n));
+      const header = await readAt(source, path, 8, Number(n));
       const { tensors, metadata } = parseHeader(path, header, size);
-      return new SafetensorsFile(path, file, size, tensors, metadata);
+      return new SafetensorsFile(path, source, size, tensors, metadata);
     } catch (e) {
-      file.close();
+      source.close();
       throw e;
     }
   }
@@ -242,20 +259,32 @@ export class SafetensorsFile {
 }
 
 async function readAt(
-  file: Deno.FsFile,
+  source: ByteSource,
   path: string,
   offset: number,
   length: number,
   out: Uint8Array = new Uint8Array(length),
 ): Promise<Uint8Array> {
-  await file.seek(offset, Deno.SeekMode.Start);
   let done = 0;
   while (done < length) {
-    const n = await file.read(out.subarray(done));
-    if (n === null) {
-      throw new CheckpointError(`${path}: truncated: ended at byte ${offset + done}`);
-    }
+    const n = await source.readAt(offset + done, out.subarray(done, length));
+    if (n === 0) throw new CheckpointError(`${path}: truncated: ended at byte ${offset + done}`);
     done += n;
   }
   return out;
+}
+
+/** Says what a PyTorch pickle or zip checkpoint is, instead of parsing it (never unpickled). */
+function refusePickle(path: string, first: Uint8Array): void {
+  const zip = first[0] === 0x50 && first[1] === 0x4b && first[2] === 0x03 && first[3] === 0x04;
+  const pickle = first[0] === 0x80 && first[1] >= 2 && first[1] <= 5;
+  if (!zip && !pickle) return;
+  throw new CheckpointError(
+    `${path}: this is a PyTorch ${
+      zip ? "zip (torch.save)" : "pickle"
+    } checkpoint, not safetensors; ` +
+      "kvpred never unpickles. Convert it where you trust it: " +
+      `python -c "import torch, safetensors.torch as st; ` +
+      `st.save_file(torch.load('${path}', weights_only=True), 'model.safetensors')"`,
+  );
 }

@@ -16,6 +16,7 @@
 
 import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/describe.ts";
+import { CheckpointError } from "../converters/errors.ts";
 import { prefillFlops } from "../converters/flops.ts";
 import {
   BUNDLE_FORMAT,
@@ -25,7 +26,7 @@ import {
   MANIFEST_FILE,
   type SourceFile,
 } from "../converters/manifest.ts";
-import type { KvpDescription } from "../converters/model.ts";
+import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
 import { sha256File } from "../converters/sha256.ts";
 import { encodeModel } from "./builder.ts";
 import { buildDecoder, IO } from "./decoder.ts";
@@ -122,6 +123,7 @@ export function transformersConfig(desc: KvpDescription, options: ConvertOptions
     head_dim: base.headDim,
     model_dim: base.modelDim,
     vocab_size: base.vocabSize,
+    max_context_length: DEFAULT_CONTEXT_LENGTH,
     bos_token_id: options.bosTokenId ?? 1,
     eos_token_id: options.eosTokenId ?? 2,
     rope_freq_constant: base.ropeTheta,
@@ -212,6 +214,7 @@ export async function convert(
         ],
       },
       prefillFlops: FLOPS_LENGTHS.map((n) => prefillFlops(description, n)),
+      allowNonfinite: sources.allowNonfinite ?? false,
       files: await hashBundleFiles(tmp),
     };
     await Deno.writeTextFile(`${tmp}/${MANIFEST_FILE}`, JSON.stringify(manifest, null, 2) + "\n");
@@ -220,7 +223,12 @@ export async function convert(
     return manifest;
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
+    if (options.signal?.aborted || e instanceof CheckpointError || e instanceof BundleError) {
+      throw e;
+    }
+    // A file-system failure (disk full, read-only target, …): say where, in one line.
+    const why = e instanceof Error ? e.message : String(e);
+    throw new BundleError(`${out}: cannot write the bundle (${why}); nothing was written`);
   } finally {
     index.close();
   }

@@ -30,6 +30,8 @@ export interface OrtLoadOptions {
   verify?: boolean;
   /** Intra-op threads (default: ONNX Runtime's choice, all cores). */
   threads?: number;
+  /** Runs on the description before the bundle is verified or loaded. */
+  check?: (description: KvpDescription) => void;
 }
 
 /** A decode state held as ONNX Runtime tensors. */
@@ -58,6 +60,7 @@ export class OrtModel {
   /** Opens a bundle (sessions are created on first use). */
   static async load(dir: string, options: OrtLoadOptions = {}): Promise<OrtModel> {
     const manifest = await readManifest(dir);
+    options.check?.(manifest.model);
     if (options.verify ?? true) await verifyBundle(dir, manifest);
     return new OrtModel(dir, manifest, options);
   }

@@ -66,6 +66,8 @@ export interface GenerateResult {
 export interface LoadOptions {
   /** Layer mapping, overriding metadata and inference. */
   mapping?: number[];
+  /** Runs on the description before any weight is read (to reject bad input early). */
+  check?: (description: KvpDescription) => void;
 }
 
 /** A KV-prediction model held in memory as float32. */
@@ -86,6 +88,7 @@ export class ReferenceModel {
     const index = await openCheckpoint(sources);
     try {
       const { description, unknownTensors } = describeKvp(index, options);
+      options.check?.(description);
       return new ReferenceModel(
         description,
         unknownTensors,

@@ -15,6 +15,7 @@
  */
 
 import type { CheckpointSources } from "../converters/checkpoint.ts";
+import { manifestSources } from "../converters/manifest.ts";
 import { Random } from "../converters/random.ts";
 import type { PromptBatch } from "./batch.ts";
 import { cacheOf, OrtModel } from "./ort.ts";
@@ -140,9 +141,7 @@ export async function validateBundle(
   const ortModel = await OrtModel.load(bundle, { verify: options.verify ?? true });
   try {
     const manifest = ortModel.manifest;
-    const sources = options.sources ?? Object.fromEntries(
-      manifest.sources.map((s) => [s.role, s.path]),
-    ) as CheckpointSources;
+    const sources = options.sources ?? manifestSources(manifest);
     const ref = await ReferenceModel.load(sources, { mapping: manifest.model.mapping });
     const vocab = ref.description.base.vocabSize;
     const random = new Random(seed);

@@ -55,7 +55,7 @@ Deno.test("bench --json: TTFT, speedup, FLOPs ratio and efficiency, decode, peak
   assert.match(text.stdout, /speedup/);
   assert.match(
     text.stdout,
-    /large MatMul \[512×2048\]·\[2048×8192\] by ort: [\d.]+ GFLOP\/s at best/,
+    /fastest large MatMul \[512×\d+\]·\[\d+×\d+\] by ort: [\d.]+ GFLOP\/s at best/,
   );
   const few = await kvpred("bench", "--bundle", bundle, "--reps", "3");
   assert.equal(few.code, 2);

@@ -62,3 +62,49 @@ Deno.test("SIGINT halfway through convert leaves no bundle and no temporary file
   assert.match(stderr, /^kvpred: interrupted; no bundle written$/);
   assert.deepEqual([...Deno.readDirSync(tmp.path)].map((e) => e.name), ["big.safetensors"]);
 });
+
+/** Mounts a small tmpfs (root only) for a test; undefined where mounting is not allowed. */
+async function tmpfs(dir: string, options: string): Promise<string | undefined> {
+  const status = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", options, "tmpfs", dir],
+    stderr: "null",
+  }).output().catch(() => undefined);
+  return status?.success ? dir : undefined;
+}
+
+const canMount = Deno.uid?.() === 0;
+
+Deno.test({
+  name: "a full disk or a read-only target: one line, non-zero exit, nothing left behind",
+  ignore: !canMount,
+  async fn() {
+    await using tmp = await tempDir();
+    const fixture = new URL("./fixtures/corenet/tiny-kvp-c.safetensors", import.meta.url).pathname;
+    for (
+      const [label, options, pattern] of [
+        ["disk full", "size=1m", /No space left on device/],
+        ["read-only", "ro,size=8m", /Read-only file system/],
+      ] as const
+    ) {
+      const mnt = `${tmp.path}/${label.replace(/\W/g, "")}`;
+      await Deno.mkdir(mnt);
+      assert.ok(await tmpfs(mnt, options), `mount ${options}`);
+      try {
+        const r = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", MAIN, "convert", "--checkpoint", fixture, "--out", `${mnt}/bundle`],
+          stdout: "piped",
+          stderr: "piped",
+          env: { NO_COLOR: "1" },
+        }).output();
+        const stderr = new TextDecoder().decode(r.stderr).trim();
+        assert.equal(r.code, 1, label);
+        assert.equal(stderr.split("\n").length, 1, stderr);
+        assert.match(stderr, /^kvpred: .*bundle: cannot write the bundle \(/);
+        assert.match(stderr, pattern);
+        assert.deepEqual([...Deno.readDirSync(mnt)], [], `${label}: nothing left behind`);
+      } finally {
+        await new Deno.Command("umount", { args: [mnt] }).output();
+      }
+    }
+  },
+});
