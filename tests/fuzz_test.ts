@@ -234,5 +234,7 @@ Deno.test(`fuzz: ${CASES} mutated safetensors files end in a correct read or a C
   }
   const seconds = (performance.now() - start) / 1000;
   assert.ok(outcomes.read > 0 && outcomes.rejected > 0, JSON.stringify(outcomes));
-  assert.ok(seconds < 60, `${CASES} cases took ${seconds.toFixed(1)} s`);
+  // The default run must fit in 60 s; larger runs get proportionally longer.
+  const budget = 60 * Math.max(1, CASES / 12000);
+  assert.ok(seconds < budget, `${CASES} cases took ${seconds.toFixed(1)} s (budget ${budget} s)`);
 });
