@@ -40,6 +40,16 @@ export function parse<T extends Options>(command: string, args: string[], option
     });
   } catch (e) {
     const msg = (e as Error).message.split("\n")[0].replace(/\. To specify a positional.*$/, "");
+    const ambiguous = /^Option '(--[\w-]+)' argument is ambiguous/.exec(msg);
+    if (ambiguous) {
+      // parseArgs will not take a value that starts with '-' after a space: name it.
+      const option = ambiguous[1];
+      const value = args[args.indexOf(option) + 1];
+      throw new UsageError(
+        `${command}: ${option} '${value}': a value starting with '-' (write ${option}=${value} ` +
+          "to pass it anyway)",
+      );
+    }
     throw new UsageError(`${command}: ${msg} (see 'kvpred ${command} --help')`);
   }
 }

@@ -86,6 +86,7 @@ Options:
   --runtime ort|reference   which runtime (default ort)
   --reps N                  timed runs per mode and length, ≥ 5 (default 5)
   --plot F.svg              draw TTFT against prompt length
+  --no-verify               skip the bundle's sha256 integrity check
   --json                    print the report as JSON`,
   async run(args) {
     const { values, positionals } = parse("bench", args, {
@@ -95,6 +96,7 @@ Options:
       runtime: { type: "string" },
       reps: { type: "string" },
       plot: { type: "string" },
+      "no-verify": { type: "boolean" },
       json: { type: "boolean" },
     });
     if (values.help) {
@@ -118,6 +120,7 @@ Options:
       batch: parsePositive(values.batch, "--batch", 1),
       reps,
       runtime,
+      verify: !values["no-verify"],
       onLength: values.json ? undefined : (r) => console.log(formatLength(r)),
     });
     if (values.plot) {

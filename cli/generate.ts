@@ -17,7 +17,7 @@
 import type { CheckpointSources } from "../converters/checkpoint.ts";
 import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
 import { padPrompts } from "../runtime/batch.ts";
-import { manifestSources, readManifest } from "../converters/manifest.ts";
+import { manifestSources, readManifest, verifyBundle } from "../converters/manifest.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { type GenerateResult, ReferenceModel } from "../runtime/reference.ts";
 import {
@@ -110,9 +110,15 @@ Options:
         await model.release();
       }
     } else {
-      const sources: CheckpointSources = values.bundle
-        ? manifestSources(await readManifest(values.bundle))
-        : checkpointSources("generate", values);
+      let sources: CheckpointSources;
+      if (values.bundle) {
+        const manifest = await readManifest(values.bundle);
+        check(manifest.model);
+        if (!values["no-verify"]) await verifyBundle(values.bundle, manifest);
+        sources = manifestSources(manifest);
+      } else {
+        sources = checkpointSources("generate", values);
+      }
       const model = await ReferenceModel.load(sources, {
         mapping: mappingOption(values.mapping),
         check,

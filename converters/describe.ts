@@ -160,7 +160,11 @@ export function describeTransformer(index: CheckpointIndex, part: Part): Transfo
   expectShape(index, modelName(part, "norm"), [modelDim], "final norm over the model dim");
   const tiedEmbeddings = !index.has(modelName(part, "classifier"));
   if (!tiedEmbeddings) {
-    expectShape(index, modelName(part, "classifier"), [vocabSize, modelDim], "classifier");
+    const [rows, cols] = shapeOf(index, modelName(part, "classifier"), 2);
+    const why = rows === modelDim && cols === vocabSize
+      ? "a separate classifier is [vocab, model dim]; this one looks transposed"
+      : "a separate classifier (absent when tied to the embedding)";
+    expectShape(index, modelName(part, "classifier"), [vocabSize, modelDim], why);
   }
   const t: TransformerDescription = {
     numLayers,

@@ -17,7 +17,7 @@
 
 import * as ort from "onnxruntime-node";
 import { prefillFlops } from "../converters/flops.ts";
-import { manifestSources, readManifest } from "../converters/manifest.ts";
+import { manifestSources, readManifest, verifyBundle } from "../converters/manifest.ts";
 import { Random } from "../converters/random.ts";
 import { encodeModel, GraphBuilder } from "../graphs/builder.ts";
 import { matmulT } from "./_matmul.ts";
@@ -44,7 +44,7 @@ export interface LengthReport {
   flopsEfficiency: number;
   /** Prefill FLOP/s achieved (FLOPs / median TTFT). */
   flopsPerSecond: Record<Mode, number>;
-  /** Latency of one decode step after this prefill (three steps per repetition). */
+  /** Latency of one decode step after this prefill (the graphs alternating step by step). */
   decodeStep: Record<Mode, Timing>;
 }
 
@@ -76,6 +76,8 @@ export interface BenchOptions {
   reps?: number;
   runtime?: "ort" | "reference";
   seed?: number;
+  /** Check the bundle's sha256s first (default true). */
+  verify?: boolean;
   /** Called after each prompt length. */
   onLength?: (r: LengthReport) => void;
 }
@@ -187,12 +189,16 @@ export async function benchBundle(
   if (reps < 5) throw new RangeError(`reps must be ≥ 5 (SPEC §7), got ${reps}`);
   const manifest = await readManifest(bundle);
   const desc = manifest.model;
-  const driver = runtime === "ort" ? ortDriver(await OrtModel.load(bundle)) : referenceDriver(
-    await ReferenceModel.load(
-      manifestSources(manifest),
-      { mapping: desc.mapping },
-    ),
-  );
+  const verify = options.verify ?? true;
+  if (verify && runtime === "reference") await verifyBundle(bundle, manifest);
+  const driver = runtime === "ort"
+    ? ortDriver(await OrtModel.load(bundle, { verify }))
+    : referenceDriver(
+      await ReferenceModel.load(
+        manifestSources(manifest),
+        { mapping: desc.mapping },
+      ),
+    );
   try {
     // The peak probes run inside every repetition, beside the prefills they
     // are compared with: on a noisy machine only interleaved figures compare.
@@ -212,20 +218,24 @@ export async function benchBundle(
       );
       const samples: Record<Mode, number[]> = { base: [], kvp: [] };
       const decodes: Record<Mode, number[]> = { base: [], kvp: [] };
+      const decoders: Partial<Record<Mode, () => Promise<number>>> = {};
       for (let rep = -1; rep < reps; rep++) {
         // Alternate the modes, and which goes first, so drift hits both alike.
         const order: Mode[] = rep % 2 ? ["base", "kvp"] : ["kvp", "base"];
         for (const mode of order) {
           const { ms, decode } = await driver.firstToken(prompts, mode);
-          // Decode steps are short and memory-bound: take several per repetition.
-          const steps = [await decode(), await decode(), await decode()];
-          if (rep >= 0) {
-            samples[mode].push(ms);
-            decodes[mode].push(...steps);
-          }
+          decoders[mode] = decode;
+          if (rep >= 0) samples[mode].push(ms);
         }
         if (rep >= 0) {
           for (let p = 0; p < probes.length; p++) peakSamples[p].push(await probes[p]());
+        }
+      }
+      // Decode steps are short and memory-bound, so noise swamps them unless the
+      // two graphs alternate step by step: 2·reps steps each, from the last prefills.
+      for (let i = 0; i < 2 * reps; i++) {
+        for (const mode of i % 2 ? ["base", "kvp"] as const : ["kvp", "base"] as const) {
+          decodes[mode].push(await decoders[mode]!());
         }
       }
       const flops = prefillFlops(desc, length, batch);
