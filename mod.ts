@@ -42,3 +42,18 @@ export {
   ReferenceModel,
   type StepResult,
 } from "./runtime/reference.ts";
+export { type PrefillFlops, prefillFlops } from "./converters/flops.ts";
+export { describeConfig, OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "./converters/openelm.ts";
+export { synthesize, type SynthOptions } from "./converters/synth.ts";
+export {
+  BundleError,
+  type BundleManifest,
+  readManifest,
+  verifyBundle,
+} from "./converters/manifest.ts";
+export { convert, type ConvertOptions } from "./graphs/bundle.ts";
+export { buildDecoder, type DecoderKind } from "./graphs/decoder.ts";
+export { OrtModel } from "./runtime/ort.ts";
+export { validateBundle, type ValidateReport } from "./runtime/validate.ts";
+export { benchBundle, type BenchReport } from "./runtime/ttft.ts";
+export { ttftPlot } from "./runtime/plot.ts";
