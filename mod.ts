@@ -6,7 +6,7 @@
  * ```ts
  * import { ReferenceModel } from "./mod.ts";
  * const model = await ReferenceModel.load({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
- * const { tokens } = model.generate([[1, 2, 3]], { mode: "kvp", maxNewTokens: 4 });
+ * const { tokens } = await model.generate([[1, 2, 3]], { mode: "kvp", maxNewTokens: 4 });
  * console.log(model.description.mapping, tokens);
  * ```
  *
@@ -37,11 +37,11 @@ export { InputError } from "./runtime/errors.ts";
 export { padPrompts, type PromptBatch } from "./runtime/batch.ts";
 export {
   type GenerateOptions,
-  type GenerateResult,
   type Mode,
   ReferenceModel,
   type StepResult,
 } from "./runtime/reference.ts";
+export { type GenerateResult, greedy } from "./runtime/greedy.ts";
 export { type PrefillFlops, prefillFlops } from "./converters/flops.ts";
 export { describeConfig, OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "./converters/openelm.ts";
 export { synthesize, type SynthOptions } from "./converters/synth.ts";

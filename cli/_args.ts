@@ -29,10 +29,20 @@ export interface Command {
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
-/** Parses `args` strictly; every problem becomes a UsageError naming the option. */
-export function parse<T extends Options>(command: string, args: string[], options: T) {
+/**
+ * Parses `args` strictly; every problem becomes a UsageError naming the option.
+ * Positional arguments are refused unless `allowPositionals`. (`--help` is
+ * answered by the dispatcher before a command runs.)
+ */
+export function parse<T extends Options>(
+  command: string,
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  let parsed;
   try {
-    return parseArgs({
+    parsed = parseArgs({
       args,
       options: { ...options, help: { type: "boolean", short: "h" } },
       allowPositionals: true,
@@ -52,6 +62,10 @@ export function parse<T extends Options>(command: string, args: string[], option
     }
     throw new UsageError(`${command}: ${msg} (see 'kvpred ${command} --help')`);
   }
+  if (!allowPositionals && parsed.positionals.length) {
+    throw new UsageError(`${command}: unexpected argument '${parsed.positionals[0]}'`);
+  }
+  return parsed;
 }
 
 /** Parses a comma-separated list of non-negative integers. */
@@ -119,6 +133,13 @@ export const CHECKPOINT_HELP = `Checkpoint (one combined CoreNet file, or three 
   --mapping 0,0,1,1   auxiliary layer for each base layer (default: the file's
                       metadata, else the only mapping the predictor's shapes allow)
   --allow-nonfinite   accept NaN/Inf weights (default: refuse, naming the tensor)`;
+
+/** Whether any checkpoint file option was given. */
+export function hasCheckpoint(
+  values: { checkpoint?: string; base?: string; aux?: string; predictor?: string },
+): boolean {
+  return [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
+}
 
 /** Reads checkpoint sources from parsed options, checking that they form one set. */
 export function checkpointSources(

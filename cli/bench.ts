@@ -89,7 +89,7 @@ Options:
   --no-verify               skip the bundle's sha256 integrity check
   --json                    print the report as JSON`,
   async run(args) {
-    const { values, positionals } = parse("bench", args, {
+    const { values } = parse("bench", args, {
       bundle: { type: "string" },
       "prompt-lengths": { type: "string" },
       batch: { type: "string" },
@@ -99,11 +99,6 @@ Options:
       "no-verify": { type: "boolean" },
       json: { type: "boolean" },
     });
-    if (values.help) {
-      console.log(this.help);
-      return 0;
-    }
-    if (positionals.length) throw new UsageError(`bench: unexpected argument '${positionals[0]}'`);
     if (!values.bundle) throw new UsageError("bench: --bundle DIR is required");
     const promptLengths = parseIntList(
       values["prompt-lengths"] ?? "64,128,256,512",

@@ -47,18 +47,11 @@ Options:
   --out DIR           the bundle directory to create
   --force             replace an existing DIR (only once the new bundle is complete)`,
   async run(args) {
-    const { values, positionals } = parse("convert", args, {
+    const { values } = parse("convert", args, {
       ...CHECKPOINT_OPTIONS,
       out: { type: "string" },
       force: { type: "boolean" },
     });
-    if (values.help) {
-      console.log(this.help);
-      return 0;
-    }
-    if (positionals.length) {
-      throw new UsageError(`convert: unexpected argument '${positionals[0]}'`);
-    }
     if (!values.out) throw new UsageError("convert: --out DIR is required");
     const sources = checkpointSources("convert", values);
     const mapping = mappingOption(values.mapping);

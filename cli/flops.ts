@@ -22,6 +22,7 @@ import {
   CHECKPOINT_OPTIONS,
   checkpointSources,
   type Command,
+  hasCheckpoint,
   mappingOption,
   parse,
   parsePositive,
@@ -77,7 +78,7 @@ export async function describeFrom(
     vocab?: string;
   },
 ): Promise<KvpDescription> {
-  const given = [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
+  const given = hasCheckpoint(values);
   const named = Boolean(values["base-config"] || values["aux-config"]);
   if ([values.bundle, given, named].filter(Boolean).length > 1) {
     throw new UsageError(
@@ -130,7 +131,7 @@ Options:
   --batch B           batch size (default 1)
   --json              print JSON`,
   async run(args) {
-    const { values, positionals } = parse("flops", args, {
+    const { values } = parse("flops", args, {
       ...CHECKPOINT_OPTIONS,
       bundle: { type: "string" },
       "base-config": { type: "string" },
@@ -140,11 +141,6 @@ Options:
       batch: { type: "string" },
       json: { type: "boolean" },
     });
-    if (values.help) {
-      console.log(this.help);
-      return 0;
-    }
-    if (positionals.length) throw new UsageError(`flops: unexpected argument '${positionals[0]}'`);
     if (values["prompt-length"] === undefined) {
       throw new UsageError("flops: --prompt-length L is required");
     }

@@ -19,12 +19,14 @@ import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model
 import { padPrompts } from "../runtime/batch.ts";
 import { manifestSources, readManifest, verifyBundle } from "../converters/manifest.ts";
 import { OrtModel } from "../runtime/ort.ts";
-import { type GenerateResult, ReferenceModel } from "../runtime/reference.ts";
+import type { GenerateResult } from "../runtime/greedy.ts";
+import { ReferenceModel } from "../runtime/reference.ts";
 import {
   CHECKPOINT_HELP,
   CHECKPOINT_OPTIONS,
   checkpointSources,
   type Command,
+  hasCheckpoint,
   mappingOption,
   parse,
   parseChoice,
@@ -58,7 +60,7 @@ Options:
   --no-verify         with --bundle: skip the sha256 integrity check
   --json              print {"mode","runtime","tokens","first_logits","ttft_ms"}`,
   async run(args) {
-    const { values, positionals } = parse("generate", args, {
+    const { values } = parse("generate", args, {
       ...CHECKPOINT_OPTIONS,
       ids: { type: "string", multiple: true },
       "max-new-tokens": { type: "string" },
@@ -68,13 +70,6 @@ Options:
       "no-verify": { type: "boolean" },
       json: { type: "boolean" },
     });
-    if (values.help) {
-      console.log(this.help);
-      return 0;
-    }
-    if (positionals.length) {
-      throw new UsageError(`generate: unexpected argument '${positionals[0]}'`);
-    }
     const mode = parseChoice(values.mode, "--mode", MODES, "kvp");
     const runtime = parseChoice(
       values.runtime,
@@ -85,7 +80,7 @@ Options:
     const maxNewTokens = parsePositive(values["max-new-tokens"], "--max-new-tokens", 16);
     const prompts = (values.ids ?? []).map((v) => parseIds(v));
     if (prompts.length === 0) throw new UsageError("generate: no prompt given: use --ids 1,2,3");
-    const given = [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
+    const given = hasCheckpoint(values);
     if (given && values.bundle) {
       throw new UsageError("generate: give a checkpoint or --bundle, not both");
     }
@@ -124,7 +119,7 @@ Options:
         check,
       });
       for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);
-      result = model.generate(prompts, { mode, maxNewTokens });
+      result = await model.generate(prompts, { mode, maxNewTokens });
     }
     if (values.json) {
       console.log(JSON.stringify({

@@ -20,6 +20,7 @@ import {
   CHECKPOINT_OPTIONS,
   checkpointSources,
   type Command,
+  hasCheckpoint,
   mappingOption,
   parse,
   UsageError,
@@ -141,12 +142,8 @@ ${CHECKPOINT_HELP}
     const { values, positionals } = parse("inspect", args, {
       ...CHECKPOINT_OPTIONS,
       json: { type: "boolean" },
-    });
-    if (values.help) {
-      console.log(this.help);
-      return 0;
-    }
-    const given = [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
+    }, true);
+    const given = hasCheckpoint(values);
     if (!given && positionals.length === 0) {
       throw new UsageError("inspect: no files given (see 'kvpred inspect --help')");
     }

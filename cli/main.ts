@@ -50,6 +50,10 @@ export async function main(args: string[]): Promise<number> {
   const command = COMMANDS.find((c) => c.name === name);
   try {
     if (!command) throw new UsageError(`unknown command '${name}' (see 'kvpred --help')`);
+    if (rest.includes("--help") || rest.includes("-h")) {
+      console.log(command.help);
+      return 0;
+    }
     return await command.run(rest);
   } catch (e) {
     return report(e);

@@ -48,7 +48,7 @@ Options:
   --seed S                  random seed (default 0)
   --dtype f32|f16|bf16      storage dtype (default f32)`,
   async run(args) {
-    const { values, positionals } = parse("synth", args, {
+    const { values } = parse("synth", args, {
       base: { type: "string" },
       aux: { type: "string" },
       out: { type: "string" },
@@ -57,11 +57,6 @@ Options:
       seed: { type: "string" },
       dtype: { type: "string" },
     });
-    if (values.help) {
-      console.log(this.help);
-      return 0;
-    }
-    if (positionals.length) throw new UsageError(`synth: unexpected argument '${positionals[0]}'`);
     for (const opt of ["base", "aux", "out"] as const) {
       if (!values[opt]) throw new UsageError(`synth: --${opt} is required`);
     }

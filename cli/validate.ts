@@ -16,6 +16,7 @@ import {
   CHECKPOINT_OPTIONS,
   checkpointSources,
   type Command,
+  hasCheckpoint,
   parse,
   parsePositive,
   UsageError,
@@ -62,7 +63,7 @@ Options:
   --no-verify         skip the bundle's sha256 integrity check
   --json              print the report as JSON`,
   async run(args) {
-    const { values, positionals } = parse("validate", args, {
+    const { values } = parse("validate", args, {
       ...CHECKPOINT_OPTIONS,
       bundle: { type: "string" },
       prompts: { type: "string" },
@@ -73,15 +74,8 @@ Options:
       "no-verify": { type: "boolean" },
       json: { type: "boolean" },
     });
-    if (values.help) {
-      console.log(this.help);
-      return 0;
-    }
-    if (positionals.length) {
-      throw new UsageError(`validate: unexpected argument '${positionals[0]}'`);
-    }
     if (!values.bundle) throw new UsageError("validate: --bundle DIR is required");
-    const given = [values.checkpoint, values.base, values.aux, values.predictor].some(Boolean);
+    const given = hasCheckpoint(values);
     const report = await validateBundle(values.bundle, {
       sources: given ? checkpointSources("validate", values) : undefined,
       prompts: parsePositive(values.prompts, "--prompts", 4),

@@ -22,7 +22,8 @@ import type { KvpDescription } from "../converters/model.ts";
 import { checkTokenId, padPrompts, type PromptBatch } from "./batch.ts";
 import { InputError } from "./errors.ts";
 import type { LayerCache } from "./transformer.ts";
-import { argmaxRows, type GenerateOptions, type GenerateResult, type Mode } from "./reference.ts";
+import { checkMaxNewTokens, type GenerateResult, greedy } from "./greedy.ts";
+import type { GenerateOptions, Mode } from "./reference.ts";
 
 /** Options for {@link OrtModel.load}. */
 export interface OrtLoadOptions {
@@ -160,27 +161,16 @@ export class OrtModel {
     options: GenerateOptions = {},
   ): Promise<GenerateResult> {
     const { mode = "kvp", maxNewTokens = 16 } = options;
-    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
-      throw new InputError(`max new tokens must be a whole number ≥ 1, got ${maxNewTokens}`);
-    }
+    checkMaxNewTokens(maxNewTokens);
     const input = this.batch(prompts);
-    const vocab = this.description.base.vocabSize;
     await this.session(mode);
-    const start = performance.now();
-    let step = await this.prefill(input, mode);
-    let next = argmaxRows(step.logits, input.batch, vocab);
-    const ttftMs = performance.now() - start;
-    const firstLogits = Array.from(
-      { length: input.batch },
-      (_, b) => step.logits.slice(b * vocab, (b + 1) * vocab),
+    return greedy(
+      input.batch,
+      this.description.base.vocabSize,
+      maxNewTokens,
+      () => this.prefill(input, mode),
+      (step, next) => this.decode(step, next, 1, mode),
     );
-    const tokens: number[][] = Array.from({ length: input.batch }, (_, b) => [next[b]]);
-    for (let n = 1; n < maxNewTokens; n++) {
-      step = await this.decode(step, next, 1, mode);
-      next = argmaxRows(step.logits, input.batch, vocab);
-      next.forEach((t, b) => tokens[b].push(t));
-    }
-    return { tokens, firstLogits, ttftMs };
   }
 
   /** Releases the sessions. */

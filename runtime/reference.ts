@@ -7,7 +7,7 @@
  * ```ts
  * import { ReferenceModel } from "./reference.ts";
  * const model = await ReferenceModel.load({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
- * const { tokens } = model.generate([[1, 2, 3]], { mode: "kvp", maxNewTokens: 4 });
+ * const { tokens } = await model.generate([[1, 2, 3]], { mode: "kvp", maxNewTokens: 4 });
  * console.log(tokens[0].length); // 4
  * ```
  *
@@ -19,6 +19,7 @@ import { describeKvp } from "../converters/describe.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import { checkTokenId, columns, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
 import { InputError } from "./errors.ts";
+import { checkMaxNewTokens, type GenerateResult, greedy } from "./greedy.ts";
 import { predictCache } from "./predictor.ts";
 import { forward, type LayerCache } from "./transformer.ts";
 import {
@@ -53,13 +54,6 @@ export interface GenerateOptions {
   mode?: Mode;
   /** Tokens to generate per prompt (≥ 1). Default 16. */
   maxNewTokens?: number;
-}
-
-/** Generated tokens, the logits that chose each first token, and the time to it. */
-export interface GenerateResult {
-  tokens: number[][];
-  firstLogits: Float32Array[];
-  ttftMs: number;
 }
 
 /** Options for {@link ReferenceModel.load}. */
@@ -189,38 +183,16 @@ export class ReferenceModel {
   }
 
   /** Greedy generation for a batch of prompts (left-padded together). */
-  generate(prompts: readonly number[][], options: GenerateOptions = {}): GenerateResult {
+  generate(prompts: readonly number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
     const { mode = "kvp", maxNewTokens = 16 } = options;
-    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
-      throw new InputError(`max new tokens must be a whole number ≥ 1, got ${maxNewTokens}`);
-    }
+    checkMaxNewTokens(maxNewTokens);
     const input = this.batch(prompts);
-    const vocab = this.description.base.vocabSize;
-    const start = performance.now();
-    let step = this.prefill(input, mode);
-    let next = argmaxRows(step.logits, input.batch, vocab);
-    const ttftMs = performance.now() - start;
-    const firstLogits = Array.from(
-      { length: input.batch },
-      (_, b) => step.logits.slice(b * vocab, (b + 1) * vocab),
+    return greedy(
+      input.batch,
+      this.description.base.vocabSize,
+      maxNewTokens,
+      () => this.prefill(input, mode),
+      (step, next) => this.decode(step, next),
     );
-    const tokens: number[][] = Array.from({ length: input.batch }, (_, b) => [next[b]]);
-    for (let n = 1; n < maxNewTokens; n++) {
-      step = this.decode(step, next);
-      next = argmaxRows(step.logits, input.batch, vocab);
-      next.forEach((t, b) => tokens[b].push(t));
-    }
-    return { tokens, firstLogits, ttftMs };
   }
-}
-
-/** Index of the largest value in each row (the first on ties). */
-export function argmaxRows(logits: Float32Array, rows: number, width: number): Int32Array {
-  const out = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let best = 0;
-    for (let c = 1; c < width; c++) if (logits[r * width + c] > logits[r * width + best]) best = c;
-    out[r] = best;
-  }
-  return out;
 }

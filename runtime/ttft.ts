@@ -22,7 +22,8 @@ import { Random } from "../converters/random.ts";
 import { encodeModel, GraphBuilder } from "../graphs/builder.ts";
 import { matmulT } from "./_matmul.ts";
 import { OrtModel } from "./ort.ts";
-import { argmaxRows, type Mode, ReferenceModel } from "./reference.ts";
+import { argmaxRows } from "./greedy.ts";
+import { type Mode, ReferenceModel } from "./reference.ts";
 
 /** Median, min and max of a set of timings (milliseconds). */
 export interface Timing {

@@ -19,7 +19,8 @@ import { manifestSources } from "../converters/manifest.ts";
 import { Random } from "../converters/random.ts";
 import type { PromptBatch } from "./batch.ts";
 import { cacheOf, OrtModel } from "./ort.ts";
-import { argmaxRows, type Mode, ReferenceModel } from "./reference.ts";
+import { argmaxRows } from "./greedy.ts";
+import { type Mode, ReferenceModel } from "./reference.ts";
 import type { LayerCache } from "./transformer.ts";
 
 /** Options for {@link validateBundle}. */

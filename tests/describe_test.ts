@@ -64,7 +64,7 @@ async function split(dir: string, rename: (part: string, name: string) => string
 Deno.test("three separate files, plain and Hugging Face names, give the same model", async () => {
   await using dir = await tempDir();
   const combined = await ReferenceModel.load({ checkpoint: FIXTURE });
-  const want = combined.generate([[1, 2, 3, 4]], { maxNewTokens: 3 });
+  const want = await combined.generate([[1, 2, 3, 4]], { maxNewTokens: 3 });
   for (
     const [label, rename] of [
       ["plain", (_: string, n: string) => n],
@@ -74,7 +74,7 @@ Deno.test("three separate files, plain and Hugging Face names, give the same mod
   ) {
     const paths = await split(dir.path, rename);
     const model = await ReferenceModel.load(paths);
-    const got = model.generate([[1, 2, 3, 4]], { maxNewTokens: 3 });
+    const got = await model.generate([[1, 2, 3, 4]], { maxNewTokens: 3 });
     assert.deepEqual(got.tokens, want.tokens, label);
     assert.equal(maxAbsDiff(got.firstLogits[0], want.firstLogits[0]), 0, label);
     // The same files found by role detection, as `inspect a b c` sees them.

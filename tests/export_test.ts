@@ -78,7 +78,7 @@ Deno.test("ort agrees with the reference: lengths 1 and 2, left padding, multi-t
   for (const mode of ["kvp", "base"] as const) {
     for (const prompts of sets) {
       const a = await model.generate(prompts, { mode, maxNewTokens: 5 });
-      const b = ref.generate(prompts, { mode, maxNewTokens: 5 });
+      const b = await ref.generate(prompts, { mode, maxNewTokens: 5 });
       assert.deepEqual(a.tokens, b.tokens, `${mode} ${JSON.stringify(prompts)}`);
       a.firstLogits.forEach((l, i) => assert.ok(maxAbsDiff(l, b.firstLogits[i]) < TOL));
     }

@@ -36,7 +36,7 @@ for (const mode of ["kvp", "base"] as const) {
   });
 
   Deno.test(`${mode}: greedy tokens and every decode step match CoreNet`, async () => {
-    const result = model.generate(exp.prompts, { mode, maxNewTokens: 6 });
+    const result = await model.generate(exp.prompts, { mode, maxNewTokens: 6 });
     const want = await exp.ints(`${mode}.generated`);
     assert.deepEqual(result.tokens, [want.slice(0, 6), want.slice(6)]);
     if (mode !== "kvp") return;
@@ -65,22 +65,22 @@ Deno.test("kvp: auxiliary logits for positions 0..n-2 match CoreNet's merged out
   }
 });
 
-Deno.test("left-padded batch of lengths 9, 4, 1 equals each prompt alone", () => {
+Deno.test("left-padded batch of lengths 9, 4, 1 equals each prompt alone", async () => {
   const prompts = [exp.prompts[0], exp.prompts[1].slice(0, 4), [exp.prompts[1][5]]];
   for (const mode of ["kvp", "base"] as const) {
-    const together = model.generate(prompts, { mode, maxNewTokens: 5 });
-    prompts.forEach((p, i) => {
-      const alone = model.generate([p], { mode, maxNewTokens: 5 });
+    const together = await model.generate(prompts, { mode, maxNewTokens: 5 });
+    for (const [i, p] of prompts.entries()) {
+      const alone = await model.generate([p], { mode, maxNewTokens: 5 });
       assert.deepEqual(together.tokens[i], alone.tokens[0], `${mode} prompt ${i}`);
       const d = maxAbsDiff(together.firstLogits[i], alone.firstLogits[0]);
       assert.ok(d < 1e-5, `${mode} prompt ${i}: first logits |Δ| ${d}`);
-    });
+    }
   }
 });
 
-Deno.test("prompt length 1: the auxiliary model sees nothing, kvp equals base", () => {
-  const kvp = model.generate([[7]], { mode: "kvp", maxNewTokens: 4 });
-  const base = model.generate([[7]], { mode: "base", maxNewTokens: 4 });
+Deno.test("prompt length 1: the auxiliary model sees nothing, kvp equals base", async () => {
+  const kvp = await model.generate([[7]], { mode: "kvp", maxNewTokens: 4 });
+  const base = await model.generate([[7]], { mode: "base", maxNewTokens: 4 });
   assert.deepEqual(kvp.tokens, base.tokens);
   assert.ok(maxAbsDiff(kvp.firstLogits[0], base.firstLogits[0]) < 1e-6);
 });

@@ -54,7 +54,7 @@ Deno.test("synth: f16 and bf16 checkpoints load and generate like f32 (within ro
     assert.equal(r.code, 0, r.stderr);
     const model = await ReferenceModel.load({ checkpoint: out });
     assert.equal(model.description.base.dtype, dtype.toUpperCase());
-    tokens[dtype] = model.generate([[1, 2, 3, 4, 5]], { maxNewTokens: 1 }).tokens;
+    tokens[dtype] = (await model.generate([[1, 2, 3, 4, 5]], { maxNewTokens: 1 })).tokens;
   }
   // Logits of random models are close together; the first token is the robust check.
   assert.deepEqual(tokens.f16, tokens.f32);

@@ -1,0 +1,68 @@
+/**
+ * Greedy generation, shared by both runtimes: prefill, take each row's
+ * argmax, decode it, repeat. The time to the first token is measured from
+ * prompt ids in to first token ids out.
+ *
+ * @example
+ * ```ts
+ * import { greedy } from "./greedy.ts";
+ * const logits = new Float32Array([0, 1, 0]);
+ * const r = await greedy(1, 3, 2, () => ({ logits }), () => ({ logits }));
+ * console.log(r.tokens); // [[1, 1]]
+ * ```
+ *
+ * @module
+ */
+
+import { InputError } from "./errors.ts";
+
+/** Generated tokens, the logits that chose each first token, and the time to it. */
+export interface GenerateResult {
+  tokens: number[][];
+  firstLogits: Float32Array[];
+  ttftMs: number;
+}
+
+/** Index of the largest value in each row (the first on ties). */
+export function argmaxRows(logits: Float32Array, rows: number, width: number): Int32Array {
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let c = 1; c < width; c++) if (logits[r * width + c] > logits[r * width + best]) best = c;
+    out[r] = best;
+  }
+  return out;
+}
+
+/** Checks a token budget before any work. */
+export function checkMaxNewTokens(maxNewTokens: number): void {
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
+    throw new InputError(`max new tokens must be a whole number ≥ 1, got ${maxNewTokens}`);
+  }
+}
+
+/** Runs greedy generation over `batch` rows of a `vocab`-wide model. */
+export async function greedy<S extends { logits: Float32Array }>(
+  batch: number,
+  vocab: number,
+  maxNewTokens: number,
+  prefill: () => S | Promise<S>,
+  decode: (state: S, next: Int32Array) => S | Promise<S>,
+): Promise<GenerateResult> {
+  checkMaxNewTokens(maxNewTokens);
+  const start = performance.now();
+  let step = await prefill();
+  let next = argmaxRows(step.logits, batch, vocab);
+  const ttftMs = performance.now() - start;
+  const firstLogits = Array.from(
+    { length: batch },
+    (_, b) => step.logits.slice(b * vocab, (b + 1) * vocab),
+  );
+  const tokens: number[][] = Array.from({ length: batch }, (_, b) => [next[b]]);
+  for (let n = 1; n < maxNewTokens; n++) {
+    step = await decode(step, next);
+    next = argmaxRows(step.logits, batch, vocab);
+    next.forEach((t, b) => tokens[b].push(t));
+  }
+  return { tokens, firstLogits, ttftMs };
+}
