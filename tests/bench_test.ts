@@ -57,6 +57,21 @@ Deno.test("bench --json: TTFT, speedup, FLOPs ratio and efficiency, decode, peak
     text.stdout,
     /fastest large MatMul \[512×\d+\]·\[\d+×\d+\] by ort: [\d.]+ GFLOP\/s at best/,
   );
+  const reference = await kvpred(
+    "bench",
+    "--bundle",
+    bundle,
+    "--runtime",
+    "reference",
+    "--prompt-lengths",
+    "6",
+    "--json",
+  );
+  assert.equal(reference.code, 0, reference.stderr);
+  const ref = JSON.parse(reference.stdout);
+  assert.equal(ref.runtime, "reference");
+  assertTiming(ref.lengths[0].ttft.kvp, "reference ttft kvp");
+  assert.ok(ref.lengths[0].speedup > 0 && ref.peak.bestFlopsPerSecond > 0);
   const few = await kvpred("bench", "--bundle", bundle, "--reps", "3");
   assert.equal(few.code, 2);
   assert.match(few.stderr, /--reps '3': expected a whole number ≥ 5/);
