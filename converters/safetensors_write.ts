@@ -39,6 +39,8 @@ function toBytes(entry: TensorEntry, data: Float32Array | BigInt64Array): Uint8A
     if (entry.dtype !== "I64") throw new TypeError(`${entry.name}: I64 data for ${entry.dtype}`);
     return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   }
+  // float32 is written from the array's own bytes (little-endian, checked at load): no copy.
+  if (entry.dtype === "F32") return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return encodeFloats(data, entry.dtype);
 }
 
