@@ -137,8 +137,11 @@ export interface LayerWeightNames {
 export interface LayerInputs {
   rope: { cos: string; sin: string };
   bias: string;
-  /** The cache so far; absent when there is none (the auxiliary model's prompt pass). */
-  past?: KvPair;
+  /**
+   * The cache so far, in pieces concatenated before the new keys and values
+   * (predicted and given; either may be empty). Empty list: no cache at all.
+   */
+  past: KvPair[];
 }
 
 /** One pre-norm transformer layer. Returns the new residual, the present cache and raw K/V. */
@@ -158,13 +161,14 @@ export function transformerLayer(
     const [qs, rawKey, rawValue] = g.opN("Split", [qkv, g.ints([q, k, k])], 3, { axis: 2 });
     const qr = applyRope(g, rmsNorm(g, qs, w.qNorm, t.normEps), inputs.rope, hd);
     const kr = applyRope(g, rmsNorm(g, rawKey, w.kNorm, t.normEps), inputs.rope, hd);
-    const append = (past: string | undefined, fresh: string) => {
+    // One Concat per cache: a piece that is empty at run time costs nothing.
+    const append = (past: string[], fresh: string) => {
       const heads = g.op("Transpose", [fresh], { perm: [0, 2, 1, 3] });
-      return past ? g.op("Concat", [past, heads], { axis: 2 }) : heads;
+      return past.length ? g.op("Concat", [...past, heads], { axis: 2 }) : heads;
     };
     const present = {
-      key: append(inputs.past?.key, kr),
-      value: append(inputs.past?.value, rawValue),
+      key: append(inputs.past.map((p) => p.key), kr),
+      value: append(inputs.past.map((p) => p.value), rawValue),
     };
     // Queries grouped by the KV head they share: [B, k, g, S, hd]; K/V broadcast over g.
     const scaled = g.op("Mul", [qr, g.floats([1 / Math.sqrt(hd)], [])]);

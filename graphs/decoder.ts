@@ -75,7 +75,7 @@ function transformer(
   ids: string,
   positions: string,
   bias: string,
-  past?: KvPair[],
+  past: KvPair[][],
 ) {
   return g.scoped(part, () => {
     let x = g.op("Gather", [w.get(modelName(part, "embed")), ids], { axis: 0 }, "embed");
@@ -95,7 +95,7 @@ function transformer(
           ffnNorm: n("ffnNorm"),
           proj1T: n("proj1", true),
           proj2T: n("proj2", true),
-        }, { rope, bias, past: past?.[i] }));
+        }, { rope, bias, past: past[i] ?? [] }));
       x = out.x;
       present.push(out.present);
       raw.push({ key: out.rawKey, value: out.rawValue });
@@ -138,7 +138,7 @@ function predictedCache(
     ids,
     auxPositions,
     attentionBias(g, mask, ids),
-    undefined,
+    [],
   );
   return g.scoped("predictor", () => {
     const rope = ropeTables(g, auxPositions, base);
@@ -198,7 +198,10 @@ export function buildDecoder(
   }
   const positions = maskPositions(g, IO.attentionMask);
   let ids: string = IO.inputIds;
-  let cache = past;
+  // The base model's cache per layer, in pieces: [given past] for the base-only
+  // graph; [predicted, given past] for KV prediction, where prefill gives an
+  // empty past and decode an empty prediction, so neither is ever copied twice.
+  let cache = past.map((p) => [p]);
   if (kind === "kvp") {
     // Entry point: an empty past means prefill with KV prediction.
     const empty = g.op("Equal", [
@@ -208,9 +211,9 @@ export function buildDecoder(
     const branchOutputs = (sub: GraphBuilder, idsValue: string, kv: KvPair[]) => {
       sub.output(idsValue, "int64", [B, "new_tokens"], `${sub.name}.input_ids`);
       kv.forEach((p, i) => {
-        const dims = [B, base.numKvHeads[i], "cache_length", base.headDim];
-        sub.output(p.key, "float32", dims, `${sub.name}.past.${i}.key`);
-        sub.output(p.value, "float32", dims, `${sub.name}.past.${i}.value`);
+        const dims = [B, base.numKvHeads[i], "predicted_length", base.headDim];
+        sub.output(p.key, "float32", dims, `${sub.name}.predicted.${i}.key`);
+        sub.output(p.value, "float32", dims, `${sub.name}.predicted.${i}.value`);
       });
       return sub.graph(false);
     };
@@ -220,13 +223,14 @@ export function buildDecoder(
       slice(prefill, IO.inputIds, 1, -1),
       predictedCache(prefill, w, desc, positions),
     );
+    // Decode: no prediction; empty slices of the past stand in for it.
     const decode = g.subgraph("decode");
     const decodeGraph = branchOutputs(
       decode,
       decode.op("Identity", [IO.inputIds]),
       past.map((p) => ({
-        key: decode.op("Identity", [p.key]),
-        value: decode.op("Identity", [p.value]),
+        key: slice(decode, p.key, 2, 0, 0),
+        value: slice(decode, p.value, 2, 0, 0),
       })),
     );
     const outs = g.opN("If", [empty], 1 + 2 * base.numLayers, {
@@ -234,7 +238,7 @@ export function buildDecoder(
       else_branch: decodeGraph,
     }, "entry_point");
     ids = outs[0];
-    cache = past.map((_, i) => ({ key: outs[1 + 2 * i], value: outs[2 + 2 * i] }));
+    cache = past.map((p, i) => [{ key: outs[1 + 2 * i], value: outs[2 + 2 * i] }, p]);
   }
   const newPositions = slice(g, positions, 1, g.op("Neg", [dim(g, ids, 1)]));
   const bias = attentionBias(g, IO.attentionMask, ids);
