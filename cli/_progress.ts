@@ -36,6 +36,7 @@ export function progressBar(label: string, bytes = true): ProgressBar {
   }) as ProgressBar;
   bar.done = () => {
     if (shown) Deno.stderr.writeSync(enc.encode("\n"));
+    shown = false;
   };
   return bar;
 }

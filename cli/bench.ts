@@ -22,6 +22,7 @@ import {
   parsePositive,
   UsageError,
 } from "./_args.ts";
+import { progressBar } from "./_progress.ts";
 
 const ms = (v: number) => v.toFixed(v < 10 ? 2 : 1);
 const gf = (v: number) => (v / 1e9).toFixed(1);
@@ -109,14 +110,23 @@ Options:
     }
     const reps = parsePositive(values.reps, "--reps", 5, 5);
     const runtime = parseChoice(values.runtime, "--runtime", ["ort", "reference"] as const, "ort");
-    if (!values.json) console.log(TABLE_HEADER);
+    let header = false;
+    const bar = progressBar("verifying bundle");
     const report = await benchBundle(values.bundle, {
+      onVerifyProgress: (done, total) => {
+        bar(done, total);
+        if (done === total) bar.done();
+      },
       promptLengths,
       batch: parsePositive(values.batch, "--batch", 1),
       reps,
       runtime,
       verify: !values["no-verify"],
-      onLength: values.json ? undefined : (r) => console.log(formatLength(r)),
+      onLength: values.json ? undefined : (r) => {
+        if (!header) console.log(TABLE_HEADER);
+        header = true;
+        console.log(formatLength(r));
+      },
     });
     if (values.plot) {
       const svg = ttftPlot(

@@ -19,6 +19,7 @@ import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model
 import { padPrompts } from "../runtime/batch.ts";
 import { manifestSources, readManifest, verifyBundle } from "../converters/manifest.ts";
 import { OrtModel } from "../runtime/ort.ts";
+import { progressBar } from "./_progress.ts";
 import type { GenerateResult } from "../runtime/greedy.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import {
@@ -98,7 +99,13 @@ Options:
     let result: GenerateResult;
     if (runtime === "ort") {
       if (!values.bundle) throw new UsageError("generate: --runtime ort needs --bundle DIR");
-      const model = await OrtModel.load(values.bundle, { verify: !values["no-verify"], check });
+      const bar = progressBar("verifying bundle");
+      const model = await OrtModel.load(values.bundle, {
+        verify: !values["no-verify"],
+        check,
+        onVerifyProgress: bar,
+      });
+      bar.done();
       try {
         result = await model.generate(prompts, { mode, maxNewTokens });
       } finally {
@@ -109,7 +116,11 @@ Options:
       if (values.bundle) {
         const manifest = await readManifest(values.bundle);
         check(manifest.model);
-        if (!values["no-verify"]) await verifyBundle(values.bundle, manifest);
+        if (!values["no-verify"]) {
+          const bar = progressBar("verifying bundle");
+          await verifyBundle(values.bundle, manifest, bar);
+          bar.done();
+        }
         sources = manifestSources(manifest);
       } else {
         sources = checkpointSources("generate", values);

@@ -21,6 +21,7 @@ import {
   parsePositive,
   UsageError,
 } from "./_args.ts";
+import { progressBar } from "./_progress.ts";
 
 function parseTolerance(text: string | undefined): number {
   if (text === undefined) return 1e-3;
@@ -76,7 +77,12 @@ Options:
     });
     if (!values.bundle) throw new UsageError("validate: --bundle DIR is required");
     const given = hasCheckpoint(values);
+    const bar = progressBar("verifying bundle");
     const report = await validateBundle(values.bundle, {
+      onVerifyProgress: (done, total) => {
+        bar(done, total);
+        if (done === total) bar.done();
+      },
       sources: given ? checkpointSources("validate", values) : undefined,
       prompts: parsePositive(values.prompts, "--prompts", 4),
       promptLength: parsePositive(values["prompt-length"], "--prompt-length", 32),

@@ -91,23 +91,40 @@ export function manifestSources(manifest: BundleManifest): CheckpointSources {
   return sources;
 }
 
+/** Progress of long work: `done` of `total` bytes. */
+export type Progress = (done: number, total: number) => void;
+
 /** sha256 of every file under `dir` except the manifest, by bundle-relative path. */
-export async function hashBundleFiles(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
+export async function hashBundleFiles(
+  dir: string,
+  onProgress?: Progress,
+): Promise<Record<string, string>> {
+  const files: string[] = [];
   const walk = async (rel: string) => {
     for await (const entry of Deno.readDir(rel ? `${dir}/${rel}` : dir)) {
       const path = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory) await walk(path);
-      else if (path !== MANIFEST_FILE) out[path] = await sha256File(`${dir}/${path}`);
+      else if (path !== MANIFEST_FILE) files.push(path);
     }
   };
   await walk("");
-  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
+  files.sort((a, b) => a.localeCompare(b));
+  let total = 0, done = 0;
+  for (const f of files) total += (await Deno.stat(`${dir}/${f}`)).size;
+  const out: Record<string, string> = {};
+  for (const f of files) {
+    out[f] = await sha256File(`${dir}/${f}`, (n) => onProgress?.(done += n, total));
+  }
+  return out;
 }
 
 /** Checks that the bundle's files are exactly those recorded, unaltered. */
-export async function verifyBundle(dir: string, manifest: BundleManifest): Promise<void> {
-  const actual = await hashBundleFiles(dir);
+export async function verifyBundle(
+  dir: string,
+  manifest: BundleManifest,
+  onProgress?: Progress,
+): Promise<void> {
+  const actual = await hashBundleFiles(dir, onProgress);
   for (const [file, sha] of Object.entries(manifest.files)) {
     if (!(file in actual)) throw new BundleError(`${dir}: file ${file} is missing`);
     if (actual[file] !== sha) {

@@ -13,8 +13,8 @@
 
 import { createHash } from "node:crypto";
 
-/** Hex SHA-256 of the file at `path`, read in 4 MiB chunks. */
-export async function sha256File(path: string): Promise<string> {
+/** Hex SHA-256 of the file at `path`, read in 4 MiB chunks (`onBytes` after each). */
+export async function sha256File(path: string, onBytes?: (n: number) => void): Promise<string> {
   const hash = createHash("sha256");
   using file = await Deno.open(path, { read: true });
   const buf = new Uint8Array(4 << 20);
@@ -22,6 +22,7 @@ export async function sha256File(path: string): Promise<string> {
     const n = await file.read(buf);
     if (n === null) break;
     hash.update(buf.subarray(0, n));
+    onBytes?.(n);
   }
   return hash.digest("hex");
 }

@@ -80,6 +80,15 @@ function attribute(name: string, value: AttrValue): onnxProto.onnx.IAttributePro
   return { name, type: T.GRAPH, g: value };
 }
 
+/** Renames a value wherever nodes (and the subgraphs in their attributes) mention it. */
+function renameIn(nodes: onnxProto.onnx.INodeProto[], from: string, to: string): void {
+  for (const n of nodes) {
+    n.input = n.input?.map((v) => (v === from ? to : v));
+    n.output = n.output?.map((v) => (v === from ? to : v));
+    for (const a of n.attribute ?? []) if (a.g) renameIn(a.g.node ?? [], from, to);
+  }
+}
+
 /** State shared by a graph and its subgraphs: unique names and deduplicated constants. */
 class Shared {
   counter = 0;
@@ -102,9 +111,16 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declares `value` a graph output (renamed through Identity when `as` differs). */
+  /**
+   * Declares `value` a graph output named `as`. A value computed in this graph
+   * is renamed in place; anything else (an input, an outer-scope value) goes
+   * through Identity, which ONNX Runtime executes as a copy.
+   */
   output(value: string, type: ElemType, dims: Dim[], as = value): string {
-    if (as !== value) this.op("Identity", [value], {}, undefined, as);
+    if (as !== value) {
+      if (this.nodes.some((n) => n.output?.includes(value))) renameIn(this.nodes, value, as);
+      else this.op("Identity", [value], {}, undefined, as);
+    }
     this.outputs.push(valueInfo(as, type, dims));
     return as;
   }

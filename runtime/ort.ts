@@ -17,7 +17,12 @@
  */
 
 import * as ort from "onnxruntime-node";
-import { type BundleManifest, readManifest, verifyBundle } from "../converters/manifest.ts";
+import {
+  type BundleManifest,
+  type Progress,
+  readManifest,
+  verifyBundle,
+} from "../converters/manifest.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import { checkTokenId, padPrompts, type PromptBatch } from "./batch.ts";
 import { InputError } from "./errors.ts";
@@ -33,6 +38,8 @@ export interface OrtLoadOptions {
   threads?: number;
   /** Runs on the description before the bundle is verified or loaded. */
   check?: (description: KvpDescription) => void;
+  /** Progress of the integrity check (bytes hashed). */
+  onVerifyProgress?: Progress;
 }
 
 /** A decode state held as ONNX Runtime tensors. */
@@ -62,7 +69,7 @@ export class OrtModel {
   static async load(dir: string, options: OrtLoadOptions = {}): Promise<OrtModel> {
     const manifest = await readManifest(dir);
     options.check?.(manifest.model);
-    if (options.verify ?? true) await verifyBundle(dir, manifest);
+    if (options.verify ?? true) await verifyBundle(dir, manifest, options.onVerifyProgress);
     return new OrtModel(dir, manifest, options);
   }
 

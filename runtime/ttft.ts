@@ -17,7 +17,12 @@
 
 import * as ort from "onnxruntime-node";
 import { prefillFlops } from "../converters/flops.ts";
-import { manifestSources, readManifest, verifyBundle } from "../converters/manifest.ts";
+import {
+  manifestSources,
+  type Progress,
+  readManifest,
+  verifyBundle,
+} from "../converters/manifest.ts";
 import { Random } from "../converters/random.ts";
 import { encodeModel, GraphBuilder } from "../graphs/builder.ts";
 import { matmulT } from "./_matmul.ts";
@@ -79,6 +84,8 @@ export interface BenchOptions {
   seed?: number;
   /** Check the bundle's sha256s first (default true). */
   verify?: boolean;
+  /** Progress of that check (bytes hashed). */
+  onVerifyProgress?: Progress;
   /** Called after each prompt length. */
   onLength?: (r: LengthReport) => void;
 }
@@ -191,9 +198,10 @@ export async function benchBundle(
   const manifest = await readManifest(bundle);
   const desc = manifest.model;
   const verify = options.verify ?? true;
-  if (verify && runtime === "reference") await verifyBundle(bundle, manifest);
+  const onVerifyProgress = options.onVerifyProgress;
+  if (verify && runtime === "reference") await verifyBundle(bundle, manifest, onVerifyProgress);
   const driver = runtime === "ort"
-    ? ortDriver(await OrtModel.load(bundle, { verify }))
+    ? ortDriver(await OrtModel.load(bundle, { verify, onVerifyProgress }))
     : referenceDriver(
       await ReferenceModel.load(
         manifestSources(manifest),

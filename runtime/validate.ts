@@ -15,7 +15,7 @@
  */
 
 import type { CheckpointSources } from "../converters/checkpoint.ts";
-import { manifestSources } from "../converters/manifest.ts";
+import { manifestSources, type Progress } from "../converters/manifest.ts";
 import { Random } from "../converters/random.ts";
 import type { PromptBatch } from "./batch.ts";
 import { cacheOf, OrtModel } from "./ort.ts";
@@ -38,6 +38,8 @@ export interface ValidateOptions {
   seed?: number;
   /** Check the bundle's sha256s first (default true). */
   verify?: boolean;
+  /** Progress of that check (bytes hashed). */
+  onVerifyProgress?: Progress;
   /** Called once per case, when done. */
   onCase?: (c: CaseReport) => void;
 }
@@ -139,7 +141,10 @@ export async function validateBundle(
     tolerance = 1e-3,
     seed = 1234,
   } = options;
-  const ortModel = await OrtModel.load(bundle, { verify: options.verify ?? true });
+  const ortModel = await OrtModel.load(bundle, {
+    verify: options.verify ?? true,
+    onVerifyProgress: options.onVerifyProgress,
+  });
   try {
     const manifest = ortModel.manifest;
     const sources = options.sources ?? manifestSources(manifest);
