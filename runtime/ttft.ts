@@ -241,8 +241,9 @@ export async function benchBundle(
         }
       }
       // Decode steps are short and memory-bound, so noise swamps them unless the
-      // two graphs alternate step by step: 2·reps steps each, from the last prefills.
-      for (let i = 0; i < 2 * reps; i++) {
+      // two graphs alternate step by step, many times: max(30, 6·reps) steps each,
+      // from the last prefills.
+      for (let i = 0; i < Math.max(30, 6 * reps); i++) {
         for (const mode of i % 2 ? ["base", "kvp"] as const : ["kvp", "base"] as const) {
           decodes[mode].push(await decoders[mode]!());
         }
