@@ -13,7 +13,7 @@
  * @module
  */
 
-/** A progress callback with a `done()` that ends the line. */
+/** A progress callback that ends its line on reaching the total, or at `done()`. */
 export interface ProgressBar {
   (done: number, total: number): void;
   done(): void;
@@ -33,6 +33,7 @@ export function progressBar(label: string, bytes = true): ProgressBar {
     shown = true;
     const unit = (n: number) => (bytes ? `${(n / 2 ** 20).toFixed(0)} MiB` : String(n));
     Deno.stderr.writeSync(enc.encode(`\r${label}: ${pct}% (${unit(done)}/${unit(total)})`));
+    if (done >= total) bar.done();
   }) as ProgressBar;
   bar.done = () => {
     if (shown) Deno.stderr.writeSync(enc.encode("\n"));

@@ -113,10 +113,7 @@ Options:
     let header = false;
     const bar = progressBar("verifying bundle");
     const report = await benchBundle(values.bundle, {
-      onVerifyProgress: (done, total) => {
-        bar(done, total);
-        if (done === total) bar.done();
-      },
+      onVerifyProgress: bar,
       promptLengths,
       batch: parsePositive(values.batch, "--batch", 1),
       reps,

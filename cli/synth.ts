@@ -75,7 +75,7 @@ Options:
       vocab: parsePositive(values.vocab, "--vocab", 32000),
       seed: parsePositive(values.seed, "--seed", 0, 0),
       dtype: DTYPES[dtype] as Dtype,
-      onProgress: (done, total) => bar(done, total),
+      onProgress: bar,
     });
     bar.done();
     console.log(

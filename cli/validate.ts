@@ -79,10 +79,7 @@ Options:
     const given = hasCheckpoint(values);
     const bar = progressBar("verifying bundle");
     const report = await validateBundle(values.bundle, {
-      onVerifyProgress: (done, total) => {
-        bar(done, total);
-        if (done === total) bar.done();
-      },
+      onVerifyProgress: bar,
       sources: given ? checkpointSources("validate", values) : undefined,
       prompts: parsePositive(values.prompts, "--prompts", 4),
       promptLength: parsePositive(values["prompt-length"], "--prompt-length", 32),

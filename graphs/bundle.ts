@@ -27,6 +27,7 @@ import {
   type SourceFile,
 } from "../converters/manifest.ts";
 import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
+import { writeAll } from "../converters/safetensors_write.ts";
 import { sha256File } from "../converters/sha256.ts";
 import { encodeModel } from "./builder.ts";
 import { buildDecoder, IO } from "./decoder.ts";
@@ -75,11 +76,6 @@ function transpose(x: Float32Array, rows: number, cols: number, out: Float32Arra
     }
   }
   return out;
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await file.write(bytes.subarray(done));
 }
 
 /**

@@ -51,6 +51,29 @@ export function padPrompts(prompts: readonly number[][], vocabSize: number): Pro
   return { batch, width, ids, mask };
 }
 
+/**
+ * Checks `tokens` (`[batch, seq]`, all real) for a decode step and returns the
+ * attention mask extended by them.
+ */
+export function extendMask(
+  mask: Uint8Array,
+  batch: number,
+  tokens: Int32Array,
+  seq: number,
+  vocabSize: number,
+): Uint8Array {
+  if (tokens.length !== batch * seq) {
+    throw new InputError(`decode: ${tokens.length} tokens for a batch of ${batch} × ${seq}`);
+  }
+  tokens.forEach((id) => checkTokenId(id, vocabSize, "decode"));
+  const past = mask.length / batch;
+  const out = new Uint8Array(batch * (past + seq)).fill(1);
+  for (let b = 0; b < batch; b++) {
+    out.set(mask.subarray(b * past, (b + 1) * past), b * (past + seq));
+  }
+  return out;
+}
+
 /** `cumsum(mask) - 1` per row (0 where that is negative), for columns `from..to-1`. */
 export function positionsFromMask(
   mask: Uint8Array,

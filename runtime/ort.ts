@@ -24,8 +24,7 @@ import {
   verifyBundle,
 } from "../converters/manifest.ts";
 import type { KvpDescription } from "../converters/model.ts";
-import { checkTokenId, padPrompts, type PromptBatch } from "./batch.ts";
-import { InputError } from "./errors.ts";
+import { extendMask, padPrompts, type PromptBatch } from "./batch.ts";
 import type { LayerCache } from "./transformer.ts";
 import { checkMaxNewTokens, type GenerateResult, greedy } from "./greedy.ts";
 import type { GenerateOptions, Mode } from "./reference.ts";
@@ -149,16 +148,7 @@ export class OrtModel {
 
   /** Appends `tokens` (`[batch, seq]`) to the cache; `mode` picks the graph that runs it. */
   decode(state: OrtState, tokens: Int32Array, seq = 1, mode: Mode = "kvp"): Promise<OrtStep> {
-    const { batch } = state;
-    if (tokens.length !== batch * seq) {
-      throw new InputError(`decode: ${tokens.length} tokens for a batch of ${batch} × ${seq}`);
-    }
-    tokens.forEach((id) => checkTokenId(id, this.description.base.vocabSize, "decode"));
-    const pastLen = state.mask.length / batch;
-    const mask = new Uint8Array(batch * (pastLen + seq)).fill(1);
-    for (let b = 0; b < batch; b++) {
-      mask.set(state.mask.subarray(b * pastLen, (b + 1) * pastLen), b * (pastLen + seq));
-    }
+    const mask = extendMask(state.mask, state.batch, tokens, seq, this.description.base.vocabSize);
     return this.run(mode, BigInt64Array.from(tokens, BigInt), seq, state, mask);
   }
 

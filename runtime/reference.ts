@@ -17,8 +17,7 @@
 import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/describe.ts";
 import type { KvpDescription } from "../converters/model.ts";
-import { checkTokenId, columns, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
-import { InputError } from "./errors.ts";
+import { columns, extendMask, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
 import { checkMaxNewTokens, type GenerateResult, greedy } from "./greedy.ts";
 import { predictCache } from "./predictor.ts";
 import { forward, type LayerCache } from "./transformer.ts";
@@ -160,16 +159,8 @@ export class ReferenceModel {
   /** Appends `tokens` (`[batch, seq]`, all real) to the base cache. */
   decode(state: DecodeState, tokens: Int32Array, seq = 1): StepResult {
     const { batch } = state;
-    if (tokens.length !== batch * seq) {
-      throw new InputError(`decode: ${tokens.length} tokens for a batch of ${batch} × ${seq}`);
-    }
-    tokens.forEach((id) => checkTokenId(id, this.description.base.vocabSize, "decode"));
-    const pastLen = state.mask.length / batch;
-    const total = pastLen + seq;
-    const mask = new Uint8Array(batch * total).fill(1);
-    for (let b = 0; b < batch; b++) {
-      mask.set(state.mask.subarray(b * pastLen, (b + 1) * pastLen), b * total);
-    }
+    const mask = extendMask(state.mask, batch, tokens, seq, this.description.base.vocabSize);
+    const total = mask.length / batch, pastLen = total - seq;
     const out = forward(this.base, {
       batch,
       seq,
