@@ -35,25 +35,31 @@ export type {
 } from "./converters/model.ts";
 export { InputError } from "./runtime/errors.ts";
 export { padPrompts, type PromptBatch } from "./runtime/batch.ts";
-export {
-  type GenerateOptions,
-  type Mode,
-  ReferenceModel,
-  type StepResult,
-} from "./runtime/reference.ts";
-export { type GenerateResult, greedy } from "./runtime/greedy.ts";
+export type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./runtime/types.ts";
+export { type LoadOptions, ReferenceModel, type StepResult } from "./runtime/reference.ts";
+export { type GenerateResult, generateWith, greedy } from "./runtime/greedy.ts";
 export { type PrefillFlops, prefillFlops } from "./converters/flops.ts";
 export { describeConfig, OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "./converters/openelm.ts";
 export { synthesize, type SynthOptions } from "./converters/synth.ts";
 export {
   BundleError,
   type BundleManifest,
-  readManifest,
-  verifyBundle,
-} from "./converters/manifest.ts";
+  IO,
+  type VariantEntry,
+  variantFiles,
+} from "./bundle/contract.ts";
+export { findVariant, manifestSources, readManifest } from "./bundle/manifest.ts";
+export { verifyBundle } from "./bundle/verify.ts";
+export {
+  type Precision,
+  PRECISIONS,
+  variantName,
+  type VariantPrecision,
+} from "./converters/precision.ts";
+export { type BlockQuant, dequantize, quantizeRows } from "./converters/quant.ts";
 export { convert, type ConvertOptions } from "./graphs/bundle.ts";
 export { buildDecoder, type DecoderKind } from "./graphs/decoder.ts";
-export { OrtModel } from "./runtime/ort.ts";
-export { validateBundle, type ValidateReport } from "./runtime/validate.ts";
-export { benchBundle, type BenchReport } from "./runtime/ttft.ts";
-export { ttftPlot } from "./runtime/plot.ts";
+export { matmulModel } from "./graphs/probe.ts";
+export { type OrtLoadOptions, OrtModel, type OrtStep } from "./runtime/ort.ts";
+export { validateBundle, type ValidateOptions, type ValidateReport } from "./runtime/validate.ts";
+export { benchBundle, type BenchOptions, type BenchReport } from "./runtime/ttft.ts";

@@ -12,8 +12,12 @@
  * @module
  */
 
+import { dirname } from "node:path";
+import { readManifest } from "../bundle/manifest.ts";
+import { matmulModel } from "../graphs/probe.ts";
 import { benchBundle, type BenchReport, type LengthReport } from "../runtime/ttft.ts";
-import { ttftPlot } from "../runtime/plot.ts";
+import { type PlotSeries, ttftPlot } from "./_plot.ts";
+import { bundleVariants } from "./_dtype.ts";
 import {
   type Command,
   parse,
@@ -27,9 +31,10 @@ import { progressBar } from "./_progress.ts";
 const ms = (v: number) => v.toFixed(v < 10 ? 2 : 1);
 const gf = (v: number) => (v / 1e9).toFixed(1);
 
-/** One table row per prompt length. */
+/** One table row per variant and prompt length. */
 export function formatLength(r: LengthReport): string {
   return [
+    r.dtype.padEnd(15),
     String(r.promptLength).padStart(6),
     `${ms(r.ttft.base.median)} (${ms(r.ttft.base.min)}–${ms(r.ttft.base.max)})`.padStart(24),
     `${ms(r.ttft.kvp.median)} (${ms(r.ttft.kvp.min)}–${ms(r.ttft.kvp.max)})`.padStart(24),
@@ -41,7 +46,9 @@ export function formatLength(r: LengthReport): string {
   ].join(" ");
 }
 
+/** The column heads of {@link formatLength}. */
 export const TABLE_HEADER = [
+  "variant".padEnd(15),
   "prompt".padStart(6),
   "TTFT base ms (min–max)".padStart(24),
   "TTFT KVP ms (min–max)".padStart(24),
@@ -52,36 +59,74 @@ export const TABLE_HEADER = [
   "decode ms b/kvp".padStart(16),
 ].join(" ");
 
-/** The closing lines: peak MatMul and how close the base prefill comes to it. */
+/** What the columns mean, printed under the table. */
+export const TABLE_LEGEND = `TTFT: prompt ids in → first token id out, median (min–max) of the runs;
+speedup: TTFT base-only / TTFT KV prediction of the same variant; FLOPs×: the
+prefill FLOPs ratio; eff.: speedup / FLOPs×; GFLOP/s: base-only prefill FLOPs
+per second; decode: one generation step after prefill, base-only / KV prediction.`;
+
+/** The closing lines: peak MatMul and how close the fp32 base prefill comes to it. */
 export function formatPeak(report: BenchReport): string {
-  const [m, k, n] = report.peak.shape;
-  const best = Math.max(...report.lengths.map((r) => r.flopsPerSecond.base));
+  const peak = report.peak;
+  if (!peak) return "no MatMul probe ran";
+  const [m, k, n] = peak.shape;
+  const fp32 = report.lengths.filter((r) => r.dtype === "fp32");
+  const best = Math.max(...fp32.map((r) => r.flopsPerSecond.base));
   return `fastest large MatMul [${m}×${k}]·[${k}×${n}] by ${report.runtime}: ${
-    gf(report.peak.bestFlopsPerSecond)
-  } GFLOP/s at best, ${gf(report.peak.flopsPerSecond)} at the median (${
-    ms(report.peak.timing.median)
-  } ms); base-only prefill reaches ${
-    (100 * best / report.peak.bestFlopsPerSecond).toFixed(0)
-  }% of the best`;
+    gf(peak.bestFlopsPerSecond)
+  } GFLOP/s at best, ${gf(peak.flopsPerSecond)} at the median (${ms(peak.timing.median)} ms)` +
+    (fp32.length
+      ? `; fp32 base-only prefill reaches ${
+        (100 * best / peak.bestFlopsPerSecond).toFixed(0)
+      }% of the best`
+      : "");
+}
+
+/** The CPU and the weight bytes of each variant. */
+export function formatMachine(report: BenchReport): string {
+  const { cpu } = report;
+  const bytes = Object.entries(report.weightBytes)
+    .map(([v, b]) => `${v} ${(b / 1e6).toFixed(1)} MB`).join(", ");
+  return `CPU: ${cpu.model}, ${cpu.cores} cores; int8: ${
+    cpu.int8Features.join(" ") || "no VNNI/AMX"
+  }; float: ${cpu.floatFeatures.join(" ")}\nweights: ${bytes}`;
+}
+
+/** One line per variant and mode. */
+export function plotSeries(report: BenchReport): PlotSeries[] {
+  const variants = [...new Set(report.lengths.map((r) => r.dtype))];
+  return variants.flatMap((v, color) =>
+    (["kvp", "base"] as const).map((mode) => ({
+      label: `${v} ${mode === "kvp" ? "KV prediction" : "base-only"}`,
+      mode,
+      color,
+      points: report.lengths.filter((r) => r.dtype === v).map((r) => ({
+        promptLength: r.promptLength,
+        ...r.ttft[mode],
+      })),
+    }))
+  );
 }
 
 /** The `bench` command. */
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure TTFT: base-only vs KV prediction, against FLOPs",
-  help: `Usage: kvpred bench --bundle DIR [--prompt-lengths 64,128,256,512] [--batch 1]
-                     [--runtime ort|reference] [--reps N] [--json] [--plot F.svg]
+  help: `Usage: kvpred bench --bundle DIR [--dtype fp32|q8|…|all] [--prompt-lengths 64,128,256,512]
+                     [--batch 1] [--runtime ort|reference] [--reps N] [--json] [--plot F.svg]
 
 Measures time to first token (prompt ids in → first token id out) for the
-base-only graph and the KV-prediction graph, alternately in one process:
-median, min and max of --reps runs after a warm-up, per prompt length. Reports
-the speedup, the prefill FLOPs ratio and their quotient (FLOPs efficiency),
-the decode step latency of both graphs, and the achieved prefill FLOP/s next
-to the fastest of a few large MatMuls run by the same runtime in the same
-run (interleaved with the prefills).
+base-only graph and the KV-prediction graph of each variant, alternately in
+one process (every variant and mode in every repetition): median, min and
+max of --reps runs after a warm-up, per prompt length. Reports the speedup,
+the prefill FLOPs ratio and their quotient (FLOPs efficiency), the decode
+step latency of both graphs, the achieved prefill FLOP/s next to the fastest
+of a few large MatMuls run in the same run, the weight bytes of each variant
+and the CPU's int8 features (VNNI/AMX), which decide int8 speed.
 
 Options:
   --bundle DIR              the bundle (kvpred convert)
+  --dtype D                 variant(s): a name, a comma list, or all (default fp32)
   --prompt-lengths L,…      prompt lengths (default 64,128,256,512)
   --batch B                 prompts per batch (default 1)
   --runtime ort|reference   which runtime (default ort)
@@ -97,10 +142,14 @@ Options:
       runtime: { type: "string" },
       reps: { type: "string" },
       plot: { type: "string" },
+      dtype: { type: "string" },
       "no-verify": { type: "boolean" },
       json: { type: "boolean" },
     });
     if (!values.bundle) throw new UsageError("bench: --bundle DIR is required");
+    if (values.plot !== undefined) await checkPlotPath(values.plot);
+    const manifest = await readManifest(values.bundle);
+    const variants = bundleVariants(manifest, values.dtype);
     const promptLengths = parseIntList(
       values["prompt-lengths"] ?? "64,128,256,512",
       "--prompt-lengths",
@@ -113,6 +162,8 @@ Options:
     let header = false;
     const bar = progressBar("verifying bundle");
     const report = await benchBundle(values.bundle, {
+      variants,
+      matmulModel,
       onVerifyProgress: bar,
       promptLengths,
       batch: parsePositive(values.batch, "--batch", 1),
@@ -120,17 +171,18 @@ Options:
       runtime,
       verify: !values["no-verify"],
       onLength: values.json ? undefined : (r) => {
+        bar.done();
         if (!header) console.log(TABLE_HEADER);
         header = true;
         console.log(formatLength(r));
       },
     });
     if (values.plot) {
+      const { base, auxiliary } = manifest.model;
       const svg = ttftPlot(
-        report.lengths.map((r) => ({ promptLength: r.promptLength, ...r.ttft })),
-        `TTFT, ${report.runtime}, batch ${report.batch}: ${
-          values.bundle.replace(/\/+$/, "").split("/").pop()
-        }`,
+        plotSeries(report),
+        `TTFT, ${report.runtime}, batch ${report.batch}: base ${base.numLayers} layers × ${base.modelDim}` +
+          ` with auxiliary ${auxiliary.numLayers} × ${auxiliary.modelDim}`,
       );
       const tmp = `${values.plot}.partial`;
       await Deno.writeTextFile(tmp, svg);
@@ -138,9 +190,26 @@ Options:
     }
     if (values.json) console.log(JSON.stringify(report, null, 2));
     else {
+      console.log(TABLE_LEGEND);
       console.log(formatPeak(report));
+      console.log(formatMachine(report));
       if (values.plot) console.log(`plot: ${values.plot}`);
     }
     return 0;
   },
 };
+
+/** Refuses a plot path that is not `.svg` or whose folder does not exist, before measuring. */
+async function checkPlotPath(path: string): Promise<void> {
+  if (!path.endsWith(".svg")) throw new UsageError(`--plot '${path}': expected a .svg file name`);
+  const dir = dirname(path);
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = await Deno.stat(dir);
+  } catch {
+    info = undefined;
+  }
+  if (!info?.isDirectory) {
+    throw new UsageError(`--plot '${path}': the folder ${dir} does not exist`);
+  }
+}

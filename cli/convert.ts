@@ -23,6 +23,7 @@ import {
   UsageError,
 } from "./_args.ts";
 import { progressBar } from "./_progress.ts";
+import { DTYPE_HELP, parseBlockSize, parseVariants } from "./_dtype.ts";
 
 /** Raised when the user interrupts a conversion. */
 export class InterruptedError extends Error {
@@ -34,25 +35,42 @@ export const convertCommand: Command = {
   name: "convert",
   summary: "export a checkpoint as an ONNX bundle (KV prediction + base-only)",
   help: `Usage: kvpred convert (--checkpoint F | --base F --aux F --predictor F) --out DIR
-                       [--mapping …] [--force]
+                       [--dtype fp32,q8,q4] [--aux-dtype P --base-dtype P]
+                       [--block-size 32] [--mapping …] [--force]
 
-Writes DIR/kvpred.json, DIR/config.json, DIR/onnx/model.onnx (KV prediction:
-an empty past is prefill, otherwise decode), DIR/onnx/model_base.onnx (the
-base-only baseline) and DIR/onnx/model.onnx_data (weights, float32, shared).
-Everything is written under a temporary name beside DIR and renamed when
-complete; an interrupted or failed conversion leaves nothing behind.
+Writes DIR/kvpred.json, DIR/config.json and, per precision variant, two
+graphs over one weight file: DIR/onnx/model{s}.onnx (KV prediction: an empty
+past is prefill, otherwise decode), DIR/onnx/model_base{s}.onnx (the
+base-only baseline) and DIR/onnx/model{s}.onnx_data. The suffix s follows
+transformers.js: "" for fp32, _quantized for q8, _q4 for q4, _aux-X_base-Y
+for a mixed variant (load it with model_file_name "model_aux-X_base-Y").
+q8 and q4 quantize the linear layers block-wise for ONNX Runtime's
+MatMulNBits (8 bits symmetric / 4 bits with zero points) with int8
+activations; the LM head is 8-bit in both; embeddings, predictor and norms
+stay float32. Everything is written under a temporary name beside DIR and
+renamed when complete; an interrupted or failed conversion leaves nothing.
 
 ${CHECKPOINT_HELP}
 Options:
   --out DIR           the bundle directory to create
+${DTYPE_HELP}
+  --aux-dtype P       add a mixed variant: the auxiliary model at P (fp32, q8, q4)
+  --base-dtype P      … and the base model at P (e.g. --aux-dtype q8 --base-dtype q4)
+  --block-size N      weights per quantization block, a power of two ≥ 16 (default 32)
   --force             replace an existing DIR (only once the new bundle is complete)`,
   async run(args) {
     const { values } = parse("convert", args, {
       ...CHECKPOINT_OPTIONS,
       out: { type: "string" },
       force: { type: "boolean" },
+      dtype: { type: "string" },
+      "aux-dtype": { type: "string" },
+      "base-dtype": { type: "string" },
+      "block-size": { type: "string" },
     });
     if (!values.out) throw new UsageError("convert: --out DIR is required");
+    const variants = parseVariants(values);
+    const blockSize = parseBlockSize(values["block-size"]);
     const sources = checkpointSources("convert", values);
     const mapping = mappingOption(values.mapping);
     const controller = new AbortController();
@@ -65,6 +83,8 @@ Options:
         out: values.out,
         force: values.force,
         mapping,
+        variants,
+        blockSize,
         onProgress: bar,
         signal: controller.signal,
       });
@@ -76,6 +96,12 @@ Options:
           `mapping ${manifest.model.mapping.join(",")}` +
           (f512 ? `; prefill FLOPs ratio at 512 tokens ${f512.ratio.toFixed(2)}×` : ""),
       );
+      for (const v of manifest.variants) {
+        console.log(
+          `  ${v.name.padEnd(16)} ${v.graphs.kvp.file}, ${v.graphs.base.file}: ` +
+            `${(v.weightBytes / 1e6).toFixed(1)} MB of weights`,
+        );
+      }
       return 0;
     } finally {
       bar.done();

@@ -14,7 +14,7 @@
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/describe.ts";
 import { prefillFlops } from "../converters/flops.ts";
-import { readManifest } from "../converters/manifest.ts";
+import { readManifest } from "../bundle/manifest.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import { defaultMapping, describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
 import {

@@ -17,7 +17,10 @@
 import type { CheckpointSources } from "../converters/checkpoint.ts";
 import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
 import { padPrompts } from "../runtime/batch.ts";
-import { manifestSources, readManifest, verifyBundle } from "../converters/manifest.ts";
+import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
+import { verifyBundle } from "../bundle/verify.ts";
+import { variantFromName } from "../converters/precision.ts";
+import { bundleVariants, parseBlockSize } from "./_dtype.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { progressBar } from "./_progress.ts";
 import type { GenerateResult } from "../runtime/greedy.ts";
@@ -57,9 +60,14 @@ Options:
   --max-new-tokens N  tokens to generate per prompt (default 16)
   --mode kvp|base     prefill with KV prediction (default) or the base model alone
   --bundle DIR        an exported bundle (kvpred convert)
+  --dtype D           the bundle's variant to run (fp32, q8, q4, aux-q8_base-q4…;
+                      default fp32); the reference runtime computes its arithmetic
+                      (with a checkpoint: any such name)
+  --block-size N      with a checkpoint and a quantized --dtype: block size (default 32)
   --runtime R         reference or ort (default: ort with --bundle, else reference)
   --no-verify         with --bundle: skip the sha256 integrity check
-  --json              print {"mode","runtime","tokens","first_logits","ttft_ms"}`,
+  --json              print {"mode","runtime","dtype","tokens","ttft_ms"}
+  --logits            with --json: add "first_logits" (a vocabulary of floats per prompt)`,
   async run(args) {
     const { values } = parse("generate", args, {
       ...CHECKPOINT_OPTIONS,
@@ -68,8 +76,11 @@ Options:
       mode: { type: "string" },
       runtime: { type: "string" },
       bundle: { type: "string" },
+      dtype: { type: "string" },
+      "block-size": { type: "string" },
       "no-verify": { type: "boolean" },
       json: { type: "boolean" },
+      logits: { type: "boolean" },
     });
     const mode = parseChoice(values.mode, "--mode", MODES, "kvp");
     const runtime = parseChoice(
@@ -96,11 +107,16 @@ Options:
         );
       }
     };
+    if (values.dtype?.includes(",") || values.dtype === "all") {
+      throw new UsageError(`--dtype '${values.dtype}': generate runs one variant`);
+    }
     let result: GenerateResult;
     if (runtime === "ort") {
       if (!values.bundle) throw new UsageError("generate: --runtime ort needs --bundle DIR");
+      const [variant] = bundleVariants(await readManifest(values.bundle), values.dtype);
       const bar = progressBar("verifying bundle");
       const model = await OrtModel.load(values.bundle, {
+        variant,
         verify: !values["no-verify"],
         check,
         onVerifyProgress: bar,
@@ -113,21 +129,33 @@ Options:
       }
     } else {
       let sources: CheckpointSources;
+      let precision = values.dtype === undefined ? undefined : variantFromName(values.dtype);
+      let blockSize = parseBlockSize(values["block-size"]);
       if (values.bundle) {
         const manifest = await readManifest(values.bundle);
+        const variant = findVariant(manifest, bundleVariants(manifest, values.dtype)[0]);
+        precision = variant.precision;
+        blockSize = variant.blockSize;
         check(manifest.model);
         if (!values["no-verify"]) {
           const bar = progressBar("verifying bundle");
           await verifyBundle(values.bundle, manifest, bar);
           bar.done();
         }
-        sources = manifestSources(manifest);
+        sources = manifestSources(manifest, values.bundle);
       } else {
+        if (values.dtype !== undefined && !precision) {
+          throw new UsageError(
+            `--dtype '${values.dtype}': expected fp32, q8, q4 or aux-X_base-Y`,
+          );
+        }
         sources = checkpointSources("generate", values);
       }
       const model = await ReferenceModel.load(sources, {
         mapping: mappingOption(values.mapping),
         check,
+        precision,
+        blockSize,
       });
       for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);
       result = await model.generate(prompts, { mode, maxNewTokens });
@@ -136,9 +164,10 @@ Options:
       console.log(JSON.stringify({
         mode,
         runtime,
+        dtype: values.dtype ?? "fp32",
         tokens: result.tokens,
-        first_logits: result.firstLogits.map((l) => Array.from(l)),
         ttft_ms: result.ttftMs,
+        ...(values.logits ? { first_logits: result.firstLogits.map((l) => Array.from(l)) } : {}),
       }));
     } else {
       result.tokens.forEach((t, i) => console.log(`prompt ${i}: ${prompts[i]} → ${t.join(" ")}`));

@@ -20,7 +20,7 @@ import { benchCommand } from "./bench.ts";
 import { flopsCommand } from "./flops.ts";
 import { synthCommand } from "./synth.ts";
 import { validateCommand } from "./validate.ts";
-import { BundleError } from "../converters/manifest.ts";
+import { BundleError } from "../bundle/contract.ts";
 
 /** Every subcommand, in help order. */
 export const COMMANDS: readonly Command[] = [

@@ -11,7 +11,14 @@
  * @module
  */
 
-import { type CaseReport, validateBundle } from "../runtime/validate.ts";
+import { readManifest } from "../bundle/manifest.ts";
+import {
+  type CaseReport,
+  type QualityReport,
+  validateBundle,
+  type ValidateReport,
+} from "../runtime/validate.ts";
+import { bundleVariants } from "./_dtype.ts";
 import {
   CHECKPOINT_OPTIONS,
   checkpointSources,
@@ -32,11 +39,39 @@ function parseTolerance(text: string | undefined): number {
   return v;
 }
 
+/** Reads prompts as token ids: one per line, separated by commas or spaces. */
+export async function readPromptIds(path: string, option: string): Promise<number[][]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+    throw new UsageError(`${option} ${path}: ${why}`);
+  }
+  const prompts = text.split("\n").map((l) => l.trim()).filter((l) => l !== "").map((l, i) => {
+    const ids = l.split(/[\s,]+/).map(Number);
+    if (ids.some((n) => !Number.isSafeInteger(n) || n < 0)) {
+      throw new UsageError(`${option} ${path}: line ${i + 1} is not a list of token ids`);
+    }
+    return ids;
+  });
+  if (prompts.length === 0) throw new UsageError(`${option} ${path}: no prompts in the file`);
+  return prompts;
+}
+
+function formatQuality(q: QualityReport): string {
+  return `  ${q.mode.padEnd(4)} vs fp32: first-token agreement ${
+    (100 * q.firstTokenAgreement).toFixed(1)
+  }% of ${q.prompts}, KL ${q.firstTokenKl.toExponential(2)}, top-1 agreement ${
+    (100 * q.top1Agreement).toFixed(1)
+  }% of ${q.positions} positions, max|Δlogits| ${q.maxLogitDiff.toExponential(2)}`;
+}
+
 function formatCase(c: CaseReport): string {
   return `${c.mode.padEnd(4)} ${c.name.padEnd(18)} lengths ${c.lengths.join(",").padEnd(16)} ` +
     `max|Δlogits| ${c.maxLogitDiff.toExponential(2)}  max|Δcache| ${
       c.maxCacheDiff.toExponential(2)
-    }  tokens ${c.tokensAgree ? "agree" : "DIFFER"}`;
+    }  tokens ${c.tokensDiffering === 0 ? "identical" : c.tokensAgree ? "near ties" : "DIFFER"}`;
 }
 
 /** The `validate` command. */
@@ -44,22 +79,29 @@ export const validateCommand: Command = {
   name: "validate",
   summary: "compare ONNX Runtime on a bundle with the reference runtime",
   help: `Usage: kvpred validate --bundle DIR [--checkpoint F | --base F --aux F --predictor F]
-                        [--prompts N] [--prompt-length L] [--tolerance T] [--json]
+                        [--dtype D] [--prompts N] [--prompt-length L]
+                        [--prompts-file F] [--tolerance T] [--json]
 
 Runs random prompts, the edge lengths 1 and 2, and all of them as one
-left-padded batch through ONNX Runtime on the bundle and through the
-reference runtime on the source checkpoint (the files recorded in the
-manifest unless given), in both modes, feeding both the same tokens. Reports
-max |Δ logits| (prefill and every decode step), max |Δ cache| after prefill
-and greedy-token agreement. Exits 1 when logits differ by more than the
-tolerance or any token differs.
+left-padded batch (or the prompts of --prompts-file) through ONNX Runtime on
+the bundle's variant and through the reference runtime computing the same
+arithmetic on the source checkpoint (the files recorded in the manifest,
+sha256-checked, unless given), in both modes, feeding both the same tokens.
+ONNX Runtime runs first and is released before the reference loads.
+Reports max |Δ logits| (prefill and every decode step), max |Δ cache| after
+prefill and greedy-token agreement; exits 1 when either difference exceeds
+the tolerance or any token differs. For a quantized variant it also reports
+its distance from fp32 (the float32 reference on the same sequences):
+first-token agreement and KL, teacher-forced top-1 agreement, max |Δ logits|.
 
 Options:
   --bundle DIR        the bundle to check
+  --dtype D           the variant(s) to check: a name, a comma list, or all (default fp32)
+  --prompts-file F    prompts as token ids, one per line (commas or spaces)
   --prompts N         random prompts (default 4)
   --prompt-length L   longest random prompt (default 32)
   --steps N           decode steps after the first token (default 8)
-  --tolerance T       max |Δ logits| (default 1e-3)
+  --tolerance T       max |Δ logits| and |Δ cache| (default 1e-3 for fp32, 5e-2 quantized)
   --seed S            prompt seed (default 1234)
   --no-verify         skip the bundle's sha256 integrity check
   --json              print the report as JSON`,
@@ -72,32 +114,57 @@ Options:
       steps: { type: "string" },
       tolerance: { type: "string" },
       seed: { type: "string" },
+      dtype: { type: "string" },
+      "prompts-file": { type: "string" },
       "no-verify": { type: "boolean" },
       json: { type: "boolean" },
     });
     if (!values.bundle) throw new UsageError("validate: --bundle DIR is required");
     const given = hasCheckpoint(values);
-    const bar = progressBar("verifying bundle");
-    const report = await validateBundle(values.bundle, {
-      onVerifyProgress: bar,
-      sources: given ? checkpointSources("validate", values) : undefined,
-      prompts: parsePositive(values.prompts, "--prompts", 4),
-      promptLength: parsePositive(values["prompt-length"], "--prompt-length", 32),
-      decodeSteps: parsePositive(values.steps, "--steps", 8),
-      tolerance: parseTolerance(values.tolerance),
-      seed: parsePositive(values.seed, "--seed", 1234, 0),
-      verify: !values["no-verify"],
-      onCase: values.json ? undefined : (c) => console.log(formatCase(c)),
-    });
-    if (values.json) {
-      console.log(JSON.stringify(report, null, 2));
-    } else {
-      console.log(
-        `${report.pass ? "PASS" : "FAIL"}: max|Δlogits| ${report.maxLogitDiff.toExponential(2)} ` +
-          `(tolerance ${report.tolerance}), max|Δcache| ${report.maxCacheDiff.toExponential(2)}, ` +
-          `tokens ${report.tokensAgree ? "identical" : "differ"}`,
-      );
+    const variants = bundleVariants(await readManifest(values.bundle), values.dtype);
+    const promptSet = values["prompts-file"]
+      ? await readPromptIds(values["prompts-file"], "--prompts-file")
+      : undefined;
+    const reports: ValidateReport[] = [];
+    for (const [i, variant] of variants.entries()) {
+      if (!values.json) console.log(`variant ${variant}:`);
+      const bar = progressBar("verifying bundle");
+      const report = await validateBundle(values.bundle, {
+        variant,
+        onVerifyProgress: bar,
+        sources: given ? checkpointSources("validate", values) : undefined,
+        promptSet,
+        prompts: parsePositive(values.prompts, "--prompts", 4),
+        promptLength: parsePositive(values["prompt-length"], "--prompt-length", 32),
+        decodeSteps: parsePositive(values.steps, "--steps", 8),
+        tolerance: values.tolerance === undefined ? undefined : parseTolerance(values.tolerance),
+        seed: parsePositive(values.seed, "--seed", 1234, 0),
+        verify: !values["no-verify"] && i === 0,
+        onCase: values.json || promptSet ? undefined : (c) => console.log(formatCase(c)),
+      });
+      bar.done();
+      reports.push(report);
+      if (!values.json) {
+        console.log(
+          `${report.pass ? "PASS" : "FAIL"} ${variant}: max|Δlogits| ${
+            report.maxLogitDiff.toExponential(2)
+          }, max|Δcache| ${
+            report.maxCacheDiff.toExponential(2)
+          } (tolerance ${report.tolerance}), ` +
+            `tokens ${
+              report.tokensDiffering === 0
+                ? "identical"
+                : report.tokensAgree
+                ? `identical but for ${report.tokensDiffering} near ties`
+                : "differ"
+            } in ${report.cases.length} cases`,
+        );
+        for (const q of report.quality ?? []) console.log(formatQuality(q));
+      }
     }
-    return report.pass ? 0 : 1;
+    if (values.json) {
+      console.log(JSON.stringify(reports.length === 1 ? reports[0] : reports, null, 2));
+    }
+    return reports.every((r) => r.pass) ? 0 : 1;
   },
 };

@@ -14,7 +14,8 @@
 
 import { synthesize } from "../converters/synth.ts";
 import { convert } from "../graphs/bundle.ts";
-import { ttftPlot } from "../runtime/plot.ts";
+import { plotSeries } from "../cli/bench.ts";
+import { ttftPlot } from "../cli/_plot.ts";
 import { benchBundle } from "../runtime/ttft.ts";
 import { validateBundle } from "../runtime/validate.ts";
 
@@ -68,10 +69,7 @@ for (const r of report.lengths) {
 }
 await Deno.writeTextFile(
   plot,
-  ttftPlot(
-    report.lengths.map((r) => ({ promptLength: r.promptLength, ...r.ttft })),
-    `TTFT, ${BASE} + ${AUX}, ONNX Runtime`,
-  ),
+  ttftPlot(plotSeries(report), `TTFT, ${BASE} + ${AUX}, ONNX Runtime`),
 );
 
 const last = report.lengths.at(-1)!;

@@ -115,22 +115,64 @@ export function linear(g: GraphBuilder, x: string, wT: string, bias?: string): s
   return bias ? g.op("Add", [y, bias]) : y;
 }
 
+/** The initializers and sizes of a block-quantized `[N, K]` weight. */
+export interface NBitsWeight {
+  /** uint8 `[N, blocks, blockSize·bits/8]`. */
+  codes: string;
+  /** float32 `[N·blocks]`. */
+  scales: string;
+  /** Packed uint8 zero points; absent when symmetric. */
+  zeroPoints?: string;
+  /** Input features. */
+  k: number;
+  /** Output features. */
+  n: number;
+  /** Bits per code. */
+  bits: number;
+  /** Weights per block along K. */
+  blockSize: number;
+  /** MatMulNBits accuracy_level (4: int8 activations). */
+  accuracyLevel: number;
+}
+
+/** `x · Wᵀ` through ONNX Runtime's MatMulNBits (x `[…, K]` float32 → `[…, N]`). */
+export function nbitsLinear(g: GraphBuilder, x: string, w: NBitsWeight): string {
+  return g.contrib("MatMulNBits", [x, w.codes, w.scales, ...(w.zeroPoints ? [w.zeroPoints] : [])], {
+    K: w.k,
+    N: w.n,
+    bits: w.bits,
+    block_size: w.blockSize,
+    accuracy_level: w.accuracyLevel,
+  });
+}
+
+/** A linear map without bias, applied to a graph value (MatMul or MatMulNBits). */
+export type LinearFn = (x: string) => string;
+
 /** One layer's cache as graph values `[B, kv, T, hd]`. */
 export interface KvPair {
   key: string;
   value: string;
 }
 
-/** Weight names of one transformer layer (initializers, linear ones transposed). */
+/** One transformer layer's weights: norm initializers and linear maps. */
 export interface LayerWeightNames {
+  /** Pre-attention RMSNorm weight. */
   attnNorm: string;
-  qkvT: string;
+  /** `[q+2k]·hd` outputs. */
+  qkv: LinearFn;
+  /** Query head norm weight. */
   qNorm: string;
+  /** Key head norm weight. */
   kNorm: string;
-  outT: string;
+  /** Attention output projection. */
+  out: LinearFn;
+  /** Pre-FFN RMSNorm weight. */
   ffnNorm: string;
-  proj1T: string;
-  proj2T: string;
+  /** FFN up/gate projection (2·f outputs). */
+  proj1: LinearFn;
+  /** FFN down projection. */
+  proj2: LinearFn;
 }
 
 /** What one layer needs besides its weights. */
@@ -157,7 +199,7 @@ export function transformerLayer(
   const group = q / k;
   const attn = g.scoped("attn", () => {
     const h = rmsNorm(g, x, w.attnNorm, t.normEps);
-    const qkv = g.op("Reshape", [linear(g, h, w.qkvT), g.ints([0, 0, q + 2 * k, hd])]);
+    const qkv = g.op("Reshape", [w.qkv(h), g.ints([0, 0, q + 2 * k, hd])]);
     const [qs, rawKey, rawValue] = g.opN("Split", [qkv, g.ints([q, k, k])], 3, { axis: 2 });
     const qr = applyRope(g, rmsNorm(g, qs, w.qNorm, t.normEps), inputs.rope, hd);
     const kr = applyRope(g, rmsNorm(g, rawKey, w.kNorm, t.normEps), inputs.rope, hd);
@@ -185,14 +227,14 @@ export function transformerLayer(
       g.op("Transpose", [ctx], { perm: [0, 3, 1, 2, 4] }),
       g.ints([0, 0, q * hd]),
     ]);
-    return { out: linear(g, merged, w.outT), present, rawKey, rawValue };
+    return { out: w.out(merged), present, rawKey, rawValue };
   });
   const x1 = g.op("Add", [x, attn.out]);
   const ffn = g.scoped("ffn", () => {
-    const h = linear(g, rmsNorm(g, x1, w.ffnNorm, t.normEps), w.proj1T);
+    const h = w.proj1(rmsNorm(g, x1, w.ffnNorm, t.normEps));
     const [gate, up] = g.opN("Split", [h, g.ints([f, f])], 2, { axis: -1 });
     const silu = g.op("Mul", [gate, g.op("Sigmoid", [gate])]);
-    return linear(g, g.op("Mul", [silu, up]), w.proj2T);
+    return w.proj2(g.op("Mul", [silu, up]));
   });
   return {
     x: g.op("Add", [x1, ffn]),

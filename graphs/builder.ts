@@ -31,13 +31,18 @@ export const OPSET = 17;
 /** IR version matching opset 17 (ONNX 1.12). */
 export const IR_VERSION = 8;
 
+/** ONNX Runtime's contrib operator domain (MatMulNBits and friends). */
+export const CONTRIB_DOMAIN = "com.microsoft";
+
 /** Element types used here. */
-export type ElemType = "float32" | "int64" | "bool";
+export type ElemType = "float32" | "int64" | "bool" | "uint8" | "int8";
 
 const ELEM: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
+  uint8: onnx.TensorProto.DataType.UINT8,
+  int8: onnx.TensorProto.DataType.INT8,
 };
 
 /** A dimension: a fixed size or a named symbolic axis. */
@@ -158,6 +163,7 @@ export class GraphBuilder {
     attrs: Record<string, AttrValue> = {},
     label?: string,
     outputNames?: string[],
+    domain = "",
   ): string[] {
     const name = this.fresh(label ?? opType);
     const output = outputNames ?? Array.from({ length: count }, (_, i) => `${name}:${i}`);
@@ -167,8 +173,14 @@ export class GraphBuilder {
       input: inputs,
       output,
       attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+      ...(domain ? { domain } : {}),
     });
     return output;
+  }
+
+  /** Adds an ONNX Runtime contrib node (domain `com.microsoft`) with one output. */
+  contrib(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.opN(opType, inputs, 1, attrs, undefined, undefined, CONTRIB_DOMAIN)[0];
   }
 
   /** An int64 constant (deduplicated, stored as an inline initializer). */
@@ -205,12 +217,12 @@ export class GraphBuilder {
     return name;
   }
 
-  /** A float32 initializer whose bytes live in an external data file. */
-  external(name: string, dims: number[], ref: ExternalRef): string {
+  /** An initializer (float32 unless said) whose bytes live in an external data file. */
+  external(name: string, dims: number[], ref: ExternalRef, type: ElemType = "float32"): string {
     this.shared.initializers.push({
       name,
       dims,
-      dataType: ELEM.float32,
+      dataType: ELEM[type],
       dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
       externalData: [
         { key: "location", value: ref.location },
@@ -243,7 +255,7 @@ export class GraphBuilder {
   model(docString = ""): onnxProto.onnx.ModelProto {
     return onnx.ModelProto.create({
       irVersion: IR_VERSION,
-      opsetImport: [{ domain: "", version: OPSET }],
+      opsetImport: [{ domain: "", version: OPSET }, { domain: CONTRIB_DOMAIN, version: 1 }],
       producerName: "kvpred",
       docString,
       graph: this.graph(),

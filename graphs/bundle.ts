@@ -16,22 +16,37 @@
 
 import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/describe.ts";
-import { CheckpointError } from "../converters/errors.ts";
 import { prefillFlops } from "../converters/flops.ts";
 import {
   BUNDLE_FORMAT,
   BundleError,
   type BundleManifest,
-  hashBundleFiles,
+  CONFIG_FILE,
+  ioNames,
   MANIFEST_FILE,
   type SourceFile,
-} from "../converters/manifest.ts";
+  type TensorGroupScheme,
+  type VariantEntry,
+  variantFiles,
+} from "../bundle/contract.ts";
+import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
+import { variantName, type VariantPrecision } from "../converters/precision.ts";
 import { writeAll } from "../converters/safetensors_write.ts";
 import { sha256File } from "../converters/sha256.ts";
+import { createHash } from "node:crypto";
+import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
+import { isBlockSize, quantizeRows } from "../converters/quant.ts";
+import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
 import { encodeModel } from "./builder.ts";
-import { buildDecoder, IO } from "./decoder.ts";
-import { DATA_FILE, layoutWeights, type WeightLayout, weightPlan } from "./weights.ts";
+import { buildDecoder } from "./decoder.ts";
+import {
+  layoutWeights,
+  storedTensors,
+  type WeightLayout,
+  weightPlan,
+  type WeightSpec,
+} from "./weights.ts";
 
 /** kvpred's version, recorded in every manifest. */
 export const TOOLKIT_VERSION = "0.1.0";
@@ -45,6 +60,10 @@ export interface ConvertOptions {
   out: string;
   /** Replace an existing bundle at `out` (only once the new one is complete). */
   force?: boolean;
+  /** Precision variants to write (default: fp32 alone). */
+  variants?: VariantPrecision[];
+  /** Quantization block size of q8/q4 weights (default 32; a power of two ≥ 16). */
+  blockSize?: number;
   /** The layer mapping, overriding metadata and inference. */
   mapping?: number[];
   /** Token ids for config.json (OpenELM's Llama tokenizer: 1 and 2). */
@@ -78,37 +97,87 @@ function transpose(x: Float32Array, rows: number, cols: number, out: Float32Arra
   return out;
 }
 
+/** A file written sequentially while its sha256 is computed. */
+class HashingWriter {
+  private readonly hash = createHash("sha256");
+  position = 0;
+  constructor(private readonly file: Deno.FsFile) {}
+
+  async write(bytes: Uint8Array): Promise<void> {
+    await writeAll(this.file, bytes);
+    this.hash.update(bytes);
+    this.position += bytes.length;
+  }
+
+  /** Writes zeros up to `offset`. */
+  async padTo(offset: number): Promise<void> {
+    if (offset > this.position) await this.write(new Uint8Array(offset - this.position));
+  }
+
+  digest(): string {
+    return this.hash.digest("hex");
+  }
+}
+
+const bytesOf = (a: Float32Array | Uint8Array | Int8Array) =>
+  new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
 /**
- * Streams every initializer into the data file at its aligned offset, through
- * two reusable buffers of the largest tensor's size: memory stays flat however
- * large the checkpoint.
+ * Streams every initializer of a variant into its data file at its aligned
+ * offset, through two reusable buffers of the largest tensor's size (memory
+ * stays flat however large the checkpoint), quantizing where the plan says.
+ * Returns the file's sha256, computed while writing.
  */
 async function writeWeights(
   read: (source: string, out: Float32Array) => Promise<Float32Array>,
   layout: WeightLayout,
   path: string,
-  options: ConvertOptions,
-): Promise<void> {
+  onWritten: (bytes: number) => void,
+  signal?: AbortSignal,
+): Promise<string> {
   using file = await Deno.open(path, { write: true, createNew: true });
-  const largest = Math.max(...layout.specs.map((s) => s.dims.reduce((a, b) => a * b, 1)));
+  const out = new HashingWriter(file);
+  const size = (s: WeightSpec) => s.sourceDims.reduce((a, b) => a * b, 1);
+  const largest = Math.max(...layout.specs.map(size));
   const readBuf = new Float32Array(largest), transposeBuf = new Float32Array(largest);
-  let position = 0;
   for (const spec of layout.specs) {
-    options.signal?.throwIfAborted();
-    const ref = layout.refs.get(spec.name)!;
-    const data = await read(spec.source, readBuf);
-    const stored = spec.transpose
-      ? transpose(data, spec.dims[1], spec.dims[0], transposeBuf.subarray(0, data.length))
-      : data;
-    if (ref.offset > position) await writeAll(file, new Uint8Array(ref.offset - position));
-    await writeAll(file, new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength));
-    position = ref.offset + ref.length;
-    options.onProgress?.(position, layout.totalBytes);
+    signal?.throwIfAborted();
+    const data = await read(spec.source, readBuf.subarray(0, size(spec)));
+    const [rows, cols] = spec.sourceDims;
+    let pieces: Uint8Array[];
+    if (spec.quant?.op === "DynamicQuantizeMatMul") {
+      const packed = packDynamicInt8(quantizeRows(data, rows, cols, spec.quant));
+      pieces = [bytesOf(packed.weights), bytesOf(packed.scales)];
+    } else if (spec.quant) {
+      const packed = packMatMulNBits(quantizeRows(data, rows, cols, spec.quant));
+      pieces = [bytesOf(packed.codes), bytesOf(packed.scales)];
+      if (!spec.quant.symmetric) pieces.push(packed.zeroPoints);
+    } else {
+      const stored = spec.transpose
+        ? transpose(data, rows, cols, transposeBuf.subarray(0, data.length))
+        : data;
+      pieces = [bytesOf(stored)];
+    }
+    const tensors = storedTensors(spec);
+    for (let i = 0; i < tensors.length; i++) {
+      const ref = layout.refs.get(tensors[i].name)!;
+      if (pieces[i].length !== ref.length) {
+        throw new Error(`${tensors[i].name}: ${pieces[i].length} bytes, layout says ${ref.length}`);
+      }
+      await out.padTo(ref.offset);
+      await out.write(pieces[i]);
+      onWritten(ref.length);
+    }
   }
+  return out.digest();
 }
 
-/** config.json as transformers.js reads an `openelm` model. */
-export function transformersConfig(desc: KvpDescription, options: ConvertOptions) {
+/** config.json as transformers.js reads an `openelm` model, with every variant's data file. */
+export function transformersConfig(
+  desc: KvpDescription,
+  options: ConvertOptions,
+  variants: VariantEntry[],
+): Record<string, unknown> {
   const { base } = desc;
   return {
     model_type: "openelm",
@@ -125,27 +194,76 @@ export function transformersConfig(desc: KvpDescription, options: ConvertOptions
     rope_freq_constant: base.ropeTheta,
     normalize_qk_projections: true,
     share_input_output_layers: base.tiedEmbeddings,
-    "transformers.js_config": { dtype: "fp32", use_external_data_format: { "model.onnx": 1 } },
+    "transformers.js_config": {
+      dtype: variants[0].name,
+      use_external_data_format: Object.fromEntries(
+        variants.map((v) => [basename(v.graphs.kvp.file), 1]),
+      ),
+    },
   };
 }
 
-async function sourceFiles(sources: CheckpointSources): Promise<SourceFile[]> {
-  const roles = [["checkpoint", sources.checkpoint], ["base", sources.base], [
-    "aux",
-    sources.aux,
-  ], ["predictor", sources.predictor]] as const;
-  const out: SourceFile[] = [];
+/** The source files, hashed; paths relative to the bundle folder `out` when possible. */
+async function sourceFiles(sources: CheckpointSources, out: string): Promise<SourceFile[]> {
+  const roles = [
+    ["checkpoint", sources.checkpoint],
+    ["base", sources.base],
+    ["aux", sources.aux],
+    ["predictor", sources.predictor],
+  ] as const;
+  const bundleDir = resolve(await Deno.realPath(dirname(out)), basename(out));
+  const files: SourceFile[] = [];
   for (const [role, path] of roles) {
     if (!path) continue;
     const abs = await Deno.realPath(path);
-    out.push({
+    const rel = relative(bundleDir, abs);
+    files.push({
       role,
-      path: abs,
+      path: isAbsolute(rel) ? abs : rel,
       sha256: await sha256File(abs),
       bytes: (await Deno.stat(abs)).size,
     });
   }
-  return out;
+  return files;
+}
+
+/** How a variant stores and computes each tensor group (the manifest's `scheme`). */
+function variantScheme(precision: VariantPrecision, blockSize: number): TensorGroupScheme[] {
+  const groups: TensorGroupScheme[] = [];
+  for (const part of ["base", "auxiliary"] as const) {
+    for (const [group, what] of [["linear", "linear layers"], ["classifier", "LM head"]] as const) {
+      const q = groupQuant(precision[part], group, 0, blockSize);
+      if (part === "auxiliary" && group === "classifier") continue; // never run in a graph
+      const dynamic = q?.op === "DynamicQuantizeMatMul";
+      groups.push(
+        q
+          ? {
+            group: `${part} ${what}`,
+            op: `com.microsoft.${q.op}`,
+            bits: q.bits,
+            ...(dynamic ? {} : { blockSize: q.blockSize }),
+            symmetric: q.symmetric,
+            weights: dynamic ? "per output channel" : `blocks of ${q.blockSize} along K`,
+            activations: dynamic
+              ? "uint8 per tensor, asymmetric, at run time (DynamicQuantizeLinear)"
+              : `int8 per row and block of ${q.blockSize}, symmetric, at run time ` +
+                `(accuracy_level ${ACCURACY_LEVEL})`,
+          }
+          : {
+            group: `${part} ${what}`,
+            op: group === "linear" ? "MatMul" : "Gemm",
+            bits: 32,
+            activations: "float32",
+          },
+      );
+    }
+  }
+  groups.push(
+    { group: "embeddings", op: "Gather", bits: 32, activations: "float32" },
+    { group: "predictor", op: "MatMul", bits: 32, activations: "float32" },
+    { group: "norms", op: "Mul", bits: 32, activations: "float32" },
+  );
+  return groups;
 }
 
 /** Converts a checkpoint into a bundle at `options.out`; returns its manifest. */
@@ -154,6 +272,12 @@ export async function convert(
   options: ConvertOptions,
 ): Promise<BundleManifest> {
   const out = options.out.replace(/\/+$/, "");
+  const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!isBlockSize(blockSize)) {
+    throw new RangeError(`block size ${blockSize}: expected a power of two ≥ 16`);
+  }
+  const precisions = options.variants ?? [{ auxiliary: "fp32", base: "fp32" }];
+  if (precisions.length === 0) throw new RangeError("no variant to write");
   if (!options.force && await exists(out)) {
     throw new BundleError(`${out} already exists (use --force to replace it)`);
   }
@@ -162,56 +286,70 @@ export async function convert(
   try {
     const { description } = describeKvp(index, { mapping: options.mapping });
     await Deno.mkdir(`${tmp}/onnx`, { recursive: true });
-    const layout = layoutWeights(weightPlan(description));
-    await writeWeights((s, out) => index.read(s, out), layout, `${tmp}/onnx/${DATA_FILE}`, options);
-    const graphs = {
-      kvp: {
-        file: "onnx/model.onnx",
-        description: "KV prediction: prefill (empty past) and decode",
-      },
-      base: { file: "onnx/model_base.onnx", description: "base-only decoder (TTFT baseline)" },
+    const files: Record<string, string> = {};
+    const writeFile = async (rel: string, bytes: Uint8Array) => {
+      await Deno.writeFile(`${tmp}/${rel}`, bytes);
+      files[rel] = createHash("sha256").update(bytes).digest("hex");
     };
-    for (const kind of ["kvp", "base"] as const) {
-      options.signal?.throwIfAborted();
-      const bytes = encodeModel(buildDecoder(description, layout, kind));
-      await Deno.writeFile(`${tmp}/${graphs[kind].file}`, bytes);
+    const plans = precisions.map((precision) => {
+      const name = variantName(precision);
+      const paths = variantFiles(name);
+      const layout = layoutWeights(
+        weightPlan(description, precision, blockSize),
+        basename(paths.data),
+      );
+      return { precision, name, paths, layout };
+    });
+    const names = plans.map((p) => p.name);
+    const repeated = names.find((n, i) => names.indexOf(n) !== i);
+    if (repeated) throw new RangeError(`variant ${repeated} requested twice`);
+    const total = plans.reduce((a, p) => a + p.layout.totalBytes, 0);
+    let written = 0;
+    const variants: VariantEntry[] = [];
+    for (const { precision, name, paths, layout } of plans) {
+      files[paths.data] = await writeWeights(
+        (s, buf) => index.read(s, buf),
+        layout,
+        `${tmp}/${paths.data}`,
+        (n) => options.onProgress?.(written += n, total),
+        options.signal,
+      );
+      for (const kind of ["kvp", "base"] as const) {
+        options.signal?.throwIfAborted();
+        const model = buildDecoder(description, layout, kind, { precision, blockSize });
+        await writeFile(paths[kind], encodeModel(model));
+      }
+      variants.push({
+        name,
+        precision,
+        blockSize,
+        graphs: {
+          kvp: { file: paths.kvp, description: "KV prediction: prefill (empty past) and decode" },
+          base: { file: paths.base, description: "base-only decoder (TTFT baseline)" },
+        },
+        externalData: paths.data,
+        weightBytes: layout.totalBytes,
+        scheme: variantScheme(precision, blockSize),
+      });
     }
-    await Deno.writeTextFile(
-      `${tmp}/config.json`,
-      JSON.stringify(transformersConfig(description, options), null, 2) + "\n",
-    );
-    const layers = description.base.numLayers;
+    const config = transformersConfig(description, options, variants);
+    await writeFile(CONFIG_FILE, new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n"));
     const manifest: BundleManifest = {
       format: BUNDLE_FORMAT,
       toolkit: { name: "kvpred", version: TOOLKIT_VERSION },
       created: new Date().toISOString(),
-      sources: await sourceFiles(sources),
+      sources: await sourceFiles(sources, out),
       model: description,
-      dtypes: {
-        source: {
-          base: description.base.dtype,
-          auxiliary: description.auxiliary.dtype,
-          predictor: description.predictorDtype,
-        },
-        weights: "float32",
+      sourceDtypes: {
+        base: description.base.dtype,
+        auxiliary: description.auxiliary.dtype,
+        predictor: description.predictorDtype,
       },
-      graphs,
-      externalData: `onnx/${DATA_FILE}`,
-      io: {
-        inputs: [
-          IO.inputIds,
-          IO.attentionMask,
-          ...Array.from({ length: layers }, (_, i) => [IO.pastKey(i), IO.pastValue(i)]).flat(),
-        ],
-        outputs: [
-          IO.logits,
-          ...Array.from({ length: layers }, (_, i) => [IO.presentKey(i), IO.presentValue(i)])
-            .flat(),
-        ],
-      },
+      variants,
+      io: ioNames(description.base.numLayers),
       prefillFlops: FLOPS_LENGTHS.map((n) => prefillFlops(description, n)),
       allowNonfinite: sources.allowNonfinite ?? false,
-      files: await hashBundleFiles(tmp),
+      files: Object.fromEntries(Object.entries(files).sort(([a], [b]) => a.localeCompare(b))),
     };
     await Deno.writeTextFile(`${tmp}/${MANIFEST_FILE}`, JSON.stringify(manifest, null, 2) + "\n");
     options.signal?.throwIfAborted();
@@ -219,15 +357,26 @@ export async function convert(
     return manifest;
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    if (options.signal?.aborted || e instanceof CheckpointError || e instanceof BundleError) {
-      throw e;
-    }
-    // A file-system failure (disk full, read-only target, …): say where, in one line.
+    // Only a file-system failure (disk full, read-only target, …) is "cannot write";
+    // anything else keeps its own message.
+    if (!isIoError(e)) throw e;
     const why = e instanceof Error ? e.message : String(e);
-    throw new BundleError(`${out}: cannot write the bundle (${why}); nothing was written`);
+    throw new BundleError(`${out}: cannot write the bundle (${why}); nothing was written`, {
+      cause: e,
+    });
   } finally {
     index.close();
   }
+}
+
+/** Errors of the file system (as opposed to bad input or a bug). */
+function isIoError(e: unknown): boolean {
+  return e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotFound ||
+    e instanceof Deno.errors.NotCapable ||
+    e instanceof Deno.errors.AlreadyExists || e instanceof Deno.errors.IsADirectory ||
+    e instanceof Deno.errors.NotADirectory || e instanceof Deno.errors.WriteZero ||
+    e instanceof Deno.errors.UnexpectedEof ||
+    (e instanceof Error && /os error (28|30|122|5)\)/.test(e.message));
 }
 
 /** Moves `tmp` to `out`; an existing `out` is moved aside first and removed after. */

@@ -19,6 +19,7 @@
 
 import type { KvpDescription, Part, TransformerDescription } from "../converters/model.ts";
 import { layerName, modelName, predictorName } from "../converters/names.ts";
+import { type GraphKind, IO } from "../bundle/contract.ts";
 import { type Dim, GraphBuilder, type ModelProto } from "./builder.ts";
 import {
   applyRope,
@@ -26,43 +27,99 @@ import {
   dim,
   type KvPair,
   linear,
+  type LinearFn,
   maskPositions,
+  nbitsLinear,
   rmsNorm,
   ropeTables,
   slice,
   transformerLayer,
 } from "./_layers.ts";
-import type { WeightLayout } from "./weights.ts";
+import {
+  ACCURACY_LEVEL,
+  DEFAULT_BLOCK_SIZE,
+  type Precision,
+  type VariantPrecision,
+} from "../converters/precision.ts";
+import {
+  headSpec,
+  layerLinearSpec,
+  quantNames,
+  storedTensors,
+  type WeightLayout,
+  type WeightSpec,
+} from "./weights.ts";
 
 /** Which graph: KV prediction (prefill and decode) or base-only. */
-export type DecoderKind = "kvp" | "base";
+export type DecoderKind = GraphKind;
 
-/** Graph input and output names (SPEC §5). */
-export const IO = {
-  inputIds: "input_ids",
-  attentionMask: "attention_mask",
-  pastKey: (i: number) => `past_key_values.${i}.key`,
-  pastValue: (i: number) => `past_key_values.${i}.value`,
-  logits: "logits",
-  presentKey: (i: number) => `present.${i}.key`,
-  presentValue: (i: number) => `present.${i}.value`,
-} as const;
+/** What a graph is built for: the variant's precision per part, and its block size. */
+export interface DecoderOptions {
+  /** Precision per part (default fp32). */
+  precision?: VariantPrecision;
+  /** Quantization block size (default 32). */
+  blockSize?: number;
+}
 
 /** Declares initializers on first use, from the weight layout. */
 class Weights {
   private declared = new Set<string>();
-  constructor(private readonly g: GraphBuilder, private readonly layout: WeightLayout) {}
+  constructor(
+    private readonly g: GraphBuilder,
+    private readonly layout: WeightLayout,
+    readonly precision: VariantPrecision,
+    readonly blockSize: number,
+  ) {}
 
-  get(source: string, transposed = false): string {
-    const name = transposed ? `${source}.T` : source;
-    if (!this.declared.has(name)) {
-      const spec = this.layout.specs.find((s) => s.name === name);
-      const ref = this.layout.refs.get(name);
-      if (!spec || !ref) throw new Error(`no initializer '${name}' in the weight layout`);
-      this.g.external(name, spec.dims, ref);
-      this.declared.add(name);
+  private declare(spec: WeightSpec): void {
+    if (this.declared.has(spec.name)) return;
+    for (const t of storedTensors(spec)) {
+      const ref = this.layout.refs.get(t.name);
+      if (!ref) throw new Error(`no initializer '${t.name}' in the weight layout`);
+      this.g.external(t.name, t.dims, ref, t.type);
     }
-    return name;
+    this.declared.add(spec.name);
+  }
+
+  private spec(name: string): WeightSpec {
+    const spec = this.layout.byName.get(name);
+    if (!spec) throw new Error(`no weight '${name}' in the weight layout`);
+    return spec;
+  }
+
+  /** A float32 initializer by source name (`.T`: transposed for MatMul). */
+  get(source: string, transposed = false): string {
+    const spec = this.spec(transposed ? `${source}.T` : source);
+    this.declare(spec);
+    return spec.name;
+  }
+
+  /** A linear map over a weight spec: MatMul on `[in, out]`, or MatMulNBits. */
+  linear(g: GraphBuilder, wanted: WeightSpec): LinearFn {
+    const spec = this.spec(wanted.name);
+    this.declare(spec);
+    if (!spec.quant) return (x) => linear(g, x, spec.name);
+    const names = quantNames(spec);
+    if (spec.quant.op === "DynamicQuantizeMatMul") {
+      return (x) => g.contrib("DynamicQuantizeMatMul", [x, names.codes, names.scales]);
+    }
+    const [n, k] = spec.sourceDims;
+    return (x) =>
+      nbitsLinear(g, x, {
+        codes: names.codes,
+        scales: names.scales,
+        zeroPoints: spec.quant!.symmetric ? undefined : names.zeroPoints,
+        k,
+        n,
+        bits: spec.quant!.bits,
+        blockSize: spec.quant!.blockSize,
+        accuracyLevel: ACCURACY_LEVEL,
+      });
+  }
+
+  /** The precision of one part. */
+  of(part: Part): Precision {
+    return this.precision[part];
   }
 }
 
@@ -83,18 +140,19 @@ function transformer(
     const present: KvPair[] = [];
     const raw: KvPair[] = [];
     for (let i = 0; i < t.numLayers; i++) {
-      const n = (key: Parameters<typeof layerName>[2], tr = false) =>
-        w.get(layerName(part, i, key), tr);
+      const n = (key: Parameters<typeof layerName>[2]) => w.get(layerName(part, i, key));
+      const lin = (key: "qkv" | "outProj" | "proj1" | "proj2") =>
+        w.linear(g, layerLinearSpec(part, t, i, key, w.of(part), w.blockSize));
       const out = g.scoped(`l${i}`, () =>
         transformerLayer(g, t, i, x, {
           attnNorm: n("attnNorm"),
-          qkvT: n("qkv", true),
+          qkv: lin("qkv"),
           qNorm: n("qNorm"),
           kNorm: n("kNorm"),
-          outT: n("outProj", true),
+          out: lin("outProj"),
           ffnNorm: n("ffnNorm"),
-          proj1T: n("proj1", true),
-          proj2T: n("proj2", true),
+          proj1: lin("proj1"),
+          proj2: lin("proj2"),
         }, { rope, bias, past: past[i] ?? [] }));
       x = out.x;
       present.push(out.present);
@@ -108,9 +166,10 @@ function transformer(
 function lastLogits(g: GraphBuilder, w: Weights, part: Part, t: TransformerDescription, x: string) {
   return g.scoped(`${part}.head`, () => {
     const last = rmsNorm(g, slice(g, x, 1, -1), w.get(modelName(part, "norm")), t.normEps);
-    const head = w.get(modelName(part, t.tiedEmbeddings ? "embed" : "classifier"));
+    const spec = headSpec(part, t, w.of(part), w.blockSize);
+    if (spec.quant) return w.linear(g, spec)(last);
     const flat = g.op("Reshape", [last, g.ints([0, t.modelDim])]);
-    const logits = g.op("Gemm", [flat, head], { transB: 1 });
+    const logits = g.op("Gemm", [flat, w.get(spec.name)], { transB: 1 });
     return g.op("Unsqueeze", [logits, g.ints([1])]);
   });
 }
@@ -181,10 +240,16 @@ export function buildDecoder(
   desc: KvpDescription,
   layout: WeightLayout,
   kind: DecoderKind,
+  options: DecoderOptions = {},
 ): ModelProto {
   const { base } = desc;
   const g = new GraphBuilder(kind === "kvp" ? "kvpred_kv_prediction" : "kvpred_base");
-  const w = new Weights(g, layout);
+  const w = new Weights(
+    g,
+    layout,
+    options.precision ?? { auxiliary: "fp32", base: "fp32" },
+    options.blockSize ?? DEFAULT_BLOCK_SIZE,
+  );
   const B: Dim = "batch_size";
   g.input(IO.inputIds, "int64", [B, "sequence_length"]);
   g.input(IO.attentionMask, "int64", [B, "total_sequence_length"]);

@@ -1,15 +1,17 @@
 /**
- * The weight table of an exported bundle: which checkpoint tensor becomes
- * which ONNX initializer, transposed or not, and where its bytes sit in the
- * external data file. The graph builder reads names and offsets from it; the
- * bundle writer streams the data in the same order.
+ * The weight table of an exported variant: which checkpoint tensor becomes
+ * which ONNX initializers — float32 (transposed to `[in, out]` for MatMul, or
+ * as stored) or block-quantized for `MatMulNBits` (codes, scales, zero
+ * points) — and where their bytes sit in the variant's external data file.
+ * The graph builder reads names and offsets from it; the bundle writer
+ * streams the data in the same order.
  *
  * @example
  * ```ts
  * import { layoutWeights, weightPlan } from "./weights.ts";
  * import type { KvpDescription } from "../converters/model.ts";
  * declare const desc: KvpDescription;
- * const layout = layoutWeights(weightPlan(desc));
+ * const layout = layoutWeights(weightPlan(desc, { auxiliary: "q8", base: "q4" }), "model_q4.onnx_data");
  * console.log(layout.totalBytes);
  * ```
  *
@@ -18,95 +20,225 @@
 
 import type { KvpDescription, Part, TransformerDescription } from "../converters/model.ts";
 import { layerName, modelName, predictorName } from "../converters/names.ts";
-import type { ExternalRef } from "./builder.ts";
+import {
+  DEFAULT_BLOCK_SIZE,
+  type GroupQuant,
+  groupQuant,
+  type Precision,
+  type VariantPrecision,
+} from "../converters/precision.ts";
+import type { ElemType, ExternalRef } from "./builder.ts";
 
-/** One initializer: its source tensor, and whether it is stored transposed (`[in, out]`). */
+/** One weight: its source tensor and how it is stored. */
 export interface WeightSpec {
-  /** Initializer name: the canonical source name, with `.T` when transposed. */
+  /** Base name of its initializers. */
   name: string;
   /** Canonical checkpoint tensor name. */
   source: string;
-  /** Shape as stored in the ONNX file. */
-  dims: number[];
+  /** Shape of the source tensor (`[out, in]` for linear weights). */
+  sourceDims: number[];
+  /** float32 only: stored transposed (`[in, out]`, for MatMul). */
   transpose: boolean;
+  /** Quantized for MatMulNBits or DynamicQuantizeMatMul (source `[N, K]`), else float32. */
+  quant?: GroupQuant;
+}
+
+/** One initializer a spec turns into. */
+export interface StoredTensor {
+  /** Initializer name. */
+  name: string;
+  /** Shape as stored. */
+  dims: number[];
+  /** Element type. */
+  type: ElemType;
 }
 
 /** Offsets of initializers in the data file are multiples of this (mmap-friendly). */
 export const DATA_ALIGNMENT = 4096;
-/** File name of the external data, next to `model.onnx`. */
-export const DATA_FILE = "model.onnx_data";
 
-function spec(source: string, dims: number[], transpose = false): WeightSpec {
+/** Names of a quantized weight's initializers. */
+export function quantNames(
+  spec: WeightSpec,
+): { codes: string; scales: string; zeroPoints: string } {
   return {
-    name: transpose ? `${source}.T` : source,
-    source,
-    dims: transpose ? [dims[1], dims[0]] : dims,
-    transpose,
+    codes: `${spec.name}.codes`,
+    scales: `${spec.name}.scales`,
+    zeroPoints: `${spec.name}.zero_points`,
   };
 }
 
-/** A transformer's initializers; linear weights are stored `[in, out]` for MatMul. */
-export function transformerWeights(part: Part, t: TransformerDescription): WeightSpec[] {
-  const d = t.modelDim, hd = t.headDim;
-  const out = [spec(modelName(part, "embed"), [t.vocabSize, d])];
-  for (let i = 0; i < t.numLayers; i++) {
-    const q = t.numQueryHeads[i], k = t.numKvHeads[i], f = t.ffnDims[i];
-    const n = (key: Parameters<typeof layerName>[2]) => layerName(part, i, key);
-    out.push(
-      spec(n("attnNorm"), [d]),
-      spec(n("qkv"), [(q + 2 * k) * hd, d], true),
-      spec(n("qNorm"), [hd]),
-      spec(n("kNorm"), [hd]),
-      spec(n("outProj"), [d, q * hd], true),
-      spec(n("ffnNorm"), [d]),
-      spec(n("proj1"), [2 * f, d], true),
-      spec(n("proj2"), [d, f], true),
-    );
+/** Packed bytes of one row of `blocks` zero points at `bits` bits. */
+export function zeroPointBytes(blocks: number, bits: number): number {
+  return Math.ceil((blocks * bits) / 8);
+}
+
+/** The initializers of a spec, in the order they are written. */
+export function storedTensors(spec: WeightSpec): StoredTensor[] {
+  const d = spec.sourceDims;
+  if (!spec.quant) {
+    return [{ name: spec.name, dims: spec.transpose ? [d[1], d[0]] : d, type: "float32" }];
   }
-  out.push(spec(modelName(part, "norm"), [d]));
-  if (!t.tiedEmbeddings) out.push(spec(modelName(part, "classifier"), [t.vocabSize, d]));
+  const [n, k] = d;
+  const { bits, blockSize, symmetric } = spec.quant;
+  const blocks = Math.ceil(k / blockSize);
+  const names = quantNames(spec);
+  if (spec.quant.op === "DynamicQuantizeMatMul") {
+    return [
+      { name: names.codes, dims: [k, n], type: "int8" },
+      { name: names.scales, dims: [n], type: "float32" },
+    ];
+  }
+  const out: StoredTensor[] = [
+    { name: names.codes, dims: [n, blocks, (blockSize * bits) / 8], type: "uint8" },
+    { name: names.scales, dims: [n * blocks], type: "float32" },
+  ];
+  if (!symmetric) {
+    out.push({ name: names.zeroPoints, dims: [n * zeroPointBytes(blocks, bits)], type: "uint8" });
+  }
   return out;
 }
 
-/** The predictor's initializers, one key and one value map per base layer. */
+const ELEM_BYTES: Record<ElemType, number> = { float32: 4, int64: 8, bool: 1, uint8: 1, int8: 1 };
+
+/** Bytes of one stored tensor. */
+export function storedBytes(t: StoredTensor): number {
+  return t.dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[t.type];
+}
+
+function float(source: string, dims: number[], transpose = false): WeightSpec {
+  return { name: transpose ? `${source}.T` : source, source, sourceDims: dims, transpose };
+}
+
+/** A linear weight `[out, in]`: quantized codes when asked, else float32 `[in, out]`. */
+function linear(
+  source: string,
+  dims: number[],
+  quant: GroupQuant | undefined,
+  tag = "",
+): WeightSpec {
+  if (!quant) return float(source, dims, true);
+  const q = quant.op === "DynamicQuantizeMatMul"
+    ? "int8"
+    : `q${quant.bits}b${quant.blockSize}${quant.symmetric ? "s" : "a"}`;
+  return { name: `${source}${tag}.${q}`, source, sourceDims: dims, transpose: false, quant };
+}
+
+/** The spec of a transformer's LM head: the (tied) embedding or the classifier. */
+export function headSpec(
+  part: Part,
+  t: TransformerDescription,
+  precision: Precision,
+  blockSize = DEFAULT_BLOCK_SIZE,
+): WeightSpec {
+  const quant = groupQuant(precision, "classifier", t.modelDim, blockSize);
+  const source = modelName(part, t.tiedEmbeddings ? "embed" : "classifier");
+  // float32 Gemm reads the [vocab, d] matrix as stored (transB), so the tied
+  // embedding serves both; a quantized head is a second copy.
+  return quant
+    ? linear(source, [t.vocabSize, t.modelDim], quant, ".head")
+    : float(source, [t.vocabSize, t.modelDim]);
+}
+
+/** The spec of one linear weight of layer `i`. */
+export function layerLinearSpec(
+  part: Part,
+  t: TransformerDescription,
+  i: number,
+  key: "qkv" | "outProj" | "proj1" | "proj2",
+  precision: Precision,
+  blockSize = DEFAULT_BLOCK_SIZE,
+): WeightSpec {
+  const d = t.modelDim, hd = t.headDim;
+  const q = t.numQueryHeads[i], k = t.numKvHeads[i], f = t.ffnDims[i];
+  const dims = {
+    qkv: [(q + 2 * k) * hd, d],
+    outProj: [d, q * hd],
+    proj1: [2 * f, d],
+    proj2: [d, f],
+  }[key];
+  return linear(layerName(part, i, key), dims, groupQuant(precision, "linear", dims[1], blockSize));
+}
+
+/** A transformer's initializers at one precision. */
+export function transformerWeights(
+  part: Part,
+  t: TransformerDescription,
+  precision: Precision = "fp32",
+  blockSize = DEFAULT_BLOCK_SIZE,
+): WeightSpec[] {
+  const d = t.modelDim, hd = t.headDim;
+  const out = [float(modelName(part, "embed"), [t.vocabSize, d])];
+  for (let i = 0; i < t.numLayers; i++) {
+    const n = (key: Parameters<typeof layerName>[2]) => layerName(part, i, key);
+    const lin = (key: "qkv" | "outProj" | "proj1" | "proj2") =>
+      layerLinearSpec(part, t, i, key, precision, blockSize);
+    out.push(
+      float(n("attnNorm"), [d]),
+      lin("qkv"),
+      float(n("qNorm"), [hd]),
+      float(n("kNorm"), [hd]),
+      lin("outProj"),
+      float(n("ffnNorm"), [d]),
+      lin("proj1"),
+      lin("proj2"),
+    );
+  }
+  out.push(float(modelName(part, "norm"), [d]));
+  const head = headSpec(part, t, precision, blockSize);
+  if (head.name !== out[0].name) out.push(head);
+  return out;
+}
+
+/** The predictor's initializers (float32 always), one key and one value map per base layer. */
 export function predictorWeights(desc: KvpDescription): WeightSpec[] {
   const { base, auxiliary: aux, mapping } = desc;
   return mapping.flatMap((a, i) => {
     const dims = [base.numKvHeads[i] * base.headDim, aux.numKvHeads[a] * aux.headDim];
     return [
-      spec(predictorName(i, "keyWeight"), dims, true),
-      spec(predictorName(i, "keyBias"), [dims[0]]),
-      spec(predictorName(i, "valueWeight"), dims, true),
-      spec(predictorName(i, "valueBias"), [dims[0]]),
+      float(predictorName(i, "keyWeight"), dims, true),
+      float(predictorName(i, "keyBias"), [dims[0]]),
+      float(predictorName(i, "valueWeight"), dims, true),
+      float(predictorName(i, "valueBias"), [dims[0]]),
     ];
   });
 }
 
-/** Every initializer of a KV-prediction bundle: base, then auxiliary, then predictor. */
-export function weightPlan(desc: KvpDescription): WeightSpec[] {
+/** Every initializer of a variant: base, then auxiliary, then predictor. */
+export function weightPlan(
+  desc: KvpDescription,
+  precision: VariantPrecision = { auxiliary: "fp32", base: "fp32" },
+  blockSize = DEFAULT_BLOCK_SIZE,
+): WeightSpec[] {
   return [
-    ...transformerWeights("base", desc.base),
-    ...transformerWeights("auxiliary", desc.auxiliary),
+    ...transformerWeights("base", desc.base, precision.base, blockSize),
+    ...transformerWeights("auxiliary", desc.auxiliary, precision.auxiliary, blockSize),
     ...predictorWeights(desc),
   ];
 }
 
 /** Where each initializer goes in the data file. */
 export interface WeightLayout {
+  /** The plan, in write order. */
   specs: WeightSpec[];
+  /** Spec by name. */
+  byName: Map<string, WeightSpec>;
+  /** Initializer name → its place in the data file. */
   refs: Map<string, ExternalRef>;
+  /** Bytes of the data file. */
   totalBytes: number;
 }
 
-/** Assigns aligned offsets in {@link DATA_FILE} to every initializer, in plan order. */
-export function layoutWeights(specs: WeightSpec[], location = DATA_FILE): WeightLayout {
+/** Assigns aligned offsets in the data file `location` to every initializer, in plan order. */
+export function layoutWeights(specs: WeightSpec[], location: string): WeightLayout {
   const refs = new Map<string, ExternalRef>();
   let offset = 0, end = 0;
   for (const s of specs) {
-    const length = s.dims.reduce((a, b) => a * b, 1) * 4;
-    refs.set(s.name, { location, offset, length });
-    end = offset + length;
-    offset = Math.ceil(end / DATA_ALIGNMENT) * DATA_ALIGNMENT;
+    for (const t of storedTensors(s)) {
+      const length = storedBytes(t);
+      refs.set(t.name, { location, offset, length });
+      end = offset + length;
+      offset = Math.ceil(end / DATA_ALIGNMENT) * DATA_ALIGNMENT;
+    }
   }
-  return { specs, refs, totalBytes: end };
+  return { specs, byName: new Map(specs.map((s) => [s.name, s])), refs, totalBytes: end };
 }

@@ -15,6 +15,7 @@
  */
 
 import { InputError } from "./errors.ts";
+import type { GenerateOptions, KvpRuntime, Step } from "./types.ts";
 
 /** Generated tokens, the logits that chose each first token, and the time to it. */
 export interface GenerateResult {
@@ -65,4 +66,23 @@ export async function greedy<S extends { logits: Float32Array }>(
     next.forEach((t, b) => tokens[b].push(t));
   }
   return { tokens, firstLogits, ttftMs };
+}
+
+/** Greedy generation with any runtime: prepare the graph, then prefill and decode. */
+export async function generateWith<S extends Step>(
+  runtime: KvpRuntime<S>,
+  prompts: readonly number[][],
+  options: GenerateOptions = {},
+): Promise<GenerateResult> {
+  const { mode = "kvp", maxNewTokens = 16 } = options;
+  checkMaxNewTokens(maxNewTokens);
+  const input = runtime.batch(prompts);
+  await runtime.prepare(mode);
+  return greedy(
+    input.batch,
+    runtime.description.base.vocabSize,
+    maxNewTokens,
+    () => runtime.prefill(input, mode),
+    (step, next) => runtime.decode(step, next, 1, mode),
+  );
 }

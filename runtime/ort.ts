@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import { OrtModel } from "./ort.ts";
- * const model = await OrtModel.load("out/tiny-bundle");
+ * const model = await OrtModel.load("out/tiny-bundle", { variant: "fp32" });
  * const { tokens } = await model.generate([[1, 2, 3]], { mode: "kvp", maxNewTokens: 4 });
  * console.log(tokens);
  * await model.release();
@@ -17,20 +17,18 @@
  */
 
 import * as ort from "onnxruntime-node";
-import {
-  type BundleManifest,
-  type Progress,
-  readManifest,
-  verifyBundle,
-} from "../converters/manifest.ts";
+import { type BundleManifest, IO, type VariantEntry } from "../bundle/contract.ts";
+import { findVariant, readManifest } from "../bundle/manifest.ts";
+import { type Progress, verifyBundle } from "../bundle/verify.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import { extendMask, padPrompts, type PromptBatch } from "./batch.ts";
-import type { LayerCache } from "./transformer.ts";
-import { checkMaxNewTokens, type GenerateResult, greedy } from "./greedy.ts";
-import type { GenerateOptions, Mode } from "./reference.ts";
+import { type GenerateResult, generateWith } from "./greedy.ts";
+import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 
 /** Options for {@link OrtModel.load}. */
 export interface OrtLoadOptions {
+  /** The precision variant to run (default "fp32"; see the manifest's `variants`). */
+  variant?: string;
   /** Check every file's sha256 against the manifest first (default true). */
   verify?: boolean;
   /** Intra-op threads (default: ONNX Runtime's choice, all cores). */
@@ -41,35 +39,31 @@ export interface OrtLoadOptions {
   onVerifyProgress?: Progress;
 }
 
-/** A decode state held as ONNX Runtime tensors. */
-export interface OrtState {
-  batch: number;
-  mask: Uint8Array;
+/** A prefill's or decode step's result: the cache held as ONNX Runtime tensors. */
+export interface OrtStep extends Step {
+  /** `present.*` of the last run, key and value per layer, in that order. */
   past: ort.Tensor[];
 }
 
-/** A prefill's or decode step's result. */
-export interface OrtStep extends OrtState {
-  /** `[batch, vocab]` logits of each row's last position. */
-  logits: Float32Array;
-}
-
 /** An exported bundle, run by ONNX Runtime. */
-export class OrtModel {
+export class OrtModel implements KvpRuntime<OrtStep> {
   private sessions = new Map<Mode, ort.InferenceSession>();
 
   private constructor(
     readonly dir: string,
     readonly manifest: BundleManifest,
+    /** The variant this model runs. */
+    readonly variant: VariantEntry,
     private readonly options: OrtLoadOptions,
   ) {}
 
-  /** Opens a bundle (sessions are created on first use). */
+  /** Opens a bundle's variant (sessions are created on first use). */
   static async load(dir: string, options: OrtLoadOptions = {}): Promise<OrtModel> {
     const manifest = await readManifest(dir);
+    const variant = findVariant(manifest, options.variant ?? "fp32");
     options.check?.(manifest.model);
     if (options.verify ?? true) await verifyBundle(dir, manifest, options.onVerifyProgress);
-    return new OrtModel(dir, manifest, options);
+    return new OrtModel(dir, manifest, variant, options);
   }
 
   /** The model description recorded at export. */
@@ -77,14 +71,19 @@ export class OrtModel {
     return this.manifest.model;
   }
 
-  /** The session of one graph: `kvp` (model.onnx) or `base` (model_base.onnx). */
+  /** Creates the session of `mode`'s graph. */
+  async prepare(mode: Mode): Promise<void> {
+    await this.session(mode);
+  }
+
+  /** The session of one graph: `kvp` (model{s}.onnx) or `base` (model_base{s}.onnx). */
   async session(mode: Mode): Promise<ort.InferenceSession> {
     let s = this.sessions.get(mode);
     if (!s) {
       const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
       if (this.options.threads) options.intraOpNumThreads = this.options.threads;
       s = await ort.InferenceSession.create(
-        `${this.dir}/${this.manifest.graphs[mode].file}`,
+        `${this.dir}/${this.variant.graphs[mode].file}`,
         options,
       );
       this.sessions.set(mode, s);
@@ -101,28 +100,28 @@ export class OrtModel {
     mode: Mode,
     ids: BigInt64Array,
     seq: number,
-    state: OrtState,
+    state: { batch: number; past: ort.Tensor[] },
     mask: Uint8Array,
   ): Promise<OrtStep> {
     const { batch } = state;
     const { base } = this.description;
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor("int64", ids, [batch, seq]),
-      attention_mask: new ort.Tensor("int64", BigInt64Array.from(mask, BigInt), [
+      [IO.inputIds]: new ort.Tensor("int64", ids, [batch, seq]),
+      [IO.attentionMask]: new ort.Tensor("int64", BigInt64Array.from(mask, BigInt), [
         batch,
         mask.length / batch,
       ]),
     };
     for (let i = 0; i < base.numLayers; i++) {
-      feeds[`past_key_values.${i}.key`] = state.past[2 * i];
-      feeds[`past_key_values.${i}.value`] = state.past[2 * i + 1];
+      feeds[IO.pastKey(i)] = state.past[2 * i];
+      feeds[IO.pastValue(i)] = state.past[2 * i + 1];
     }
     const out = await (await this.session(mode)).run(feeds);
     const past: ort.Tensor[] = [];
     for (let i = 0; i < base.numLayers; i++) {
-      past.push(out[`present.${i}.key`], out[`present.${i}.value`]);
+      past.push(out[IO.presentKey(i)], out[IO.presentValue(i)]);
     }
-    return { batch, mask, past, logits: out.logits.data as Float32Array };
+    return { batch, mask, past, logits: out[IO.logits].data as Float32Array };
   }
 
   /** Prefill of a padded batch through the `kvp` or `base` graph (empty past). */
@@ -141,33 +140,33 @@ export class OrtModel {
       mode,
       BigInt64Array.from(input.ids, BigInt),
       input.width,
-      { batch: input.batch, mask: input.mask, past },
+      { batch: input.batch, past },
       input.mask,
     );
   }
 
   /** Appends `tokens` (`[batch, seq]`) to the cache; `mode` picks the graph that runs it. */
-  decode(state: OrtState, tokens: Int32Array, seq = 1, mode: Mode = "kvp"): Promise<OrtStep> {
+  decode(state: OrtStep, tokens: Int32Array, seq = 1, mode: Mode = "kvp"): Promise<OrtStep> {
     const mask = extendMask(state.mask, state.batch, tokens, seq, this.description.base.vocabSize);
     return this.run(mode, BigInt64Array.from(tokens, BigInt), seq, state, mask);
   }
 
   /** Greedy generation; `mode` picks the graph (KV prediction or base-only). */
-  async generate(
-    prompts: readonly number[][],
-    options: GenerateOptions = {},
-  ): Promise<GenerateResult> {
-    const { mode = "kvp", maxNewTokens = 16 } = options;
-    checkMaxNewTokens(maxNewTokens);
-    const input = this.batch(prompts);
-    await this.session(mode);
-    return greedy(
-      input.batch,
-      this.description.base.vocabSize,
-      maxNewTokens,
-      () => this.prefill(input, mode),
-      (step, next) => this.decode(step, next, 1, mode),
-    );
+  generate(prompts: readonly number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
+    return generateWith(this, prompts, options);
+  }
+
+  /** The cache of a state as float32 arrays, per layer (for comparisons). */
+  cache(state: OrtStep): LayerCache[] {
+    const out: LayerCache[] = [];
+    for (let i = 0; i < state.past.length; i += 2) {
+      out.push({
+        key: state.past[i].data as Float32Array,
+        value: state.past[i + 1].data as Float32Array,
+        length: state.past[i].dims[2],
+      });
+    }
+    return out;
   }
 
   /** Releases the sessions. */
@@ -175,17 +174,4 @@ export class OrtModel {
     for (const s of this.sessions.values()) await s.release();
     this.sessions.clear();
   }
-}
-
-/** The cache of a state as float32 arrays, per layer (for comparisons). */
-export function cacheOf(state: OrtState): LayerCache[] {
-  const out: LayerCache[] = [];
-  for (let i = 0; i < state.past.length; i += 2) {
-    out.push({
-      key: state.past[i].data as Float32Array,
-      value: state.past[i + 1].data as Float32Array,
-      length: state.past[i].dims[2],
-    });
-  }
-  return out;
 }

@@ -16,7 +16,7 @@
 
 import { matmulT } from "./_matmul.ts";
 import { rmsNormRows, ropeInPlace, ropeInvFreq } from "./_ops.ts";
-import type { LayerCache } from "./transformer.ts";
+import type { LayerCache } from "./types.ts";
 import type { PredictorWeights, TransformerWeights } from "./weights.ts";
 
 /** Lays `[B, k, P, hd]` out per token, head-major: `[B·P, k·hd]`. */

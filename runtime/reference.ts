@@ -17,10 +17,12 @@
 import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/describe.ts";
 import type { KvpDescription } from "../converters/model.ts";
+import type { VariantPrecision } from "../converters/precision.ts";
 import { columns, extendMask, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
-import { checkMaxNewTokens, type GenerateResult, greedy } from "./greedy.ts";
+import { type GenerateResult, generateWith } from "./greedy.ts";
 import { predictCache } from "./predictor.ts";
-import { forward, type LayerCache } from "./transformer.ts";
+import { forward } from "./transformer.ts";
+import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 import {
   loadPredictor,
   loadTransformer,
@@ -28,35 +30,20 @@ import {
   type TransformerWeights,
 } from "./weights.ts";
 
-/** Prefill with KV prediction (`kvp`) or with the base model alone (`base`). */
-export type Mode = "kvp" | "base";
-
-/** The state a decode step continues from. */
-export interface DecodeState {
-  batch: number;
+/** A reference prefill's or decode step's result: the state a decode step continues from. */
+export interface StepResult extends Step {
   /** Base-model cache, keys after `k_norm` and RoPE. */
   cache: LayerCache[];
-  /** `[batch, cache length]` attention mask. */
-  mask: Uint8Array;
-}
-
-/** A prefill's or decode step's result. */
-export interface StepResult extends DecodeState {
-  /** `[batch, vocab]` logits of each row's last position. */
-  logits: Float32Array;
   /** With `auxLogits`: the auxiliary model's logits `[batch, width-1, vocab]`. */
   auxLogits?: Float32Array;
 }
 
-/** Options for {@link ReferenceModel.generate}. */
-export interface GenerateOptions {
-  mode?: Mode;
-  /** Tokens to generate per prompt (≥ 1). Default 16. */
-  maxNewTokens?: number;
-}
-
 /** Options for {@link ReferenceModel.load}. */
 export interface LoadOptions {
+  /** Compute a variant's arithmetic: each part's precision (default fp32). */
+  precision?: VariantPrecision;
+  /** Quantization block size of q8/q4 parts (default 32). */
+  blockSize?: number;
   /** Layer mapping, overriding metadata and inference. */
   mapping?: number[];
   /** Runs on the description before any weight is read (to reject bad input early). */
@@ -64,7 +51,7 @@ export interface LoadOptions {
 }
 
 /** A KV-prediction model held in memory as float32. */
-export class ReferenceModel {
+export class ReferenceModel implements KvpRuntime<StepResult> {
   private constructor(
     readonly description: KvpDescription,
     readonly unknownTensors: string[],
@@ -85,8 +72,14 @@ export class ReferenceModel {
       return new ReferenceModel(
         description,
         unknownTensors,
-        await loadTransformer(index, "base", description.base),
-        await loadTransformer(index, "auxiliary", description.auxiliary),
+        await loadTransformer(index, "base", description.base, {
+          precision: options.precision?.base,
+          blockSize: options.blockSize,
+        }),
+        await loadTransformer(index, "auxiliary", description.auxiliary, {
+          precision: options.precision?.auxiliary,
+          blockSize: options.blockSize,
+        }),
         await loadPredictor(index, description.base.numLayers),
       );
     } finally {
@@ -156,8 +149,23 @@ export class ReferenceModel {
     return { batch, cache: out.cache, mask, logits: out.logits, auxLogits: aux };
   }
 
-  /** Appends `tokens` (`[batch, seq]`, all real) to the base cache. */
-  decode(state: DecodeState, tokens: Int32Array, seq = 1): StepResult {
+  /** Nothing to prepare: the weights are in memory. */
+  prepare(_mode: Mode): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** The cache a state holds. */
+  cache(state: StepResult): LayerCache[] {
+    return state.cache;
+  }
+
+  /** Nothing to release: the weights are garbage-collected with the model. */
+  release(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Appends `tokens` (`[batch, seq]`, all real) to the base cache (base-only in both modes). */
+  decode(state: StepResult, tokens: Int32Array, seq = 1, _mode?: Mode): StepResult {
     const { batch } = state;
     const mask = extendMask(state.mask, batch, tokens, seq, this.description.base.vocabSize);
     const total = mask.length / batch, pastLen = total - seq;
@@ -175,15 +183,6 @@ export class ReferenceModel {
 
   /** Greedy generation for a batch of prompts (left-padded together). */
   generate(prompts: readonly number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
-    const { mode = "kvp", maxNewTokens = 16 } = options;
-    checkMaxNewTokens(maxNewTokens);
-    const input = this.batch(prompts);
-    return greedy(
-      input.batch,
-      this.description.base.vocabSize,
-      maxNewTokens,
-      () => this.prefill(input, mode),
-      (step, next) => this.decode(step, next),
-    );
+    return generateWith(this, prompts, options);
   }
 }

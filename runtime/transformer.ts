@@ -25,14 +25,10 @@
 
 import { matmulT } from "./_matmul.ts";
 import { rmsNormRows, ropeInPlace, ropeInvFreq, swiglu } from "./_ops.ts";
-import type { TransformerWeights } from "./weights.ts";
+import { quantizeActivations, quantizeTensorUint8 } from "./_quant.ts";
+import type { ActivationQuant, TransformerWeights } from "./weights.ts";
 
-/** One layer's cache: `[batch, kvHeads, length, headDim]` each. */
-export interface LayerCache {
-  key: Float32Array;
-  value: Float32Array;
-  length: number;
-}
+import type { LayerCache } from "./types.ts";
 
 /** What {@link forward} consumes. */
 export interface ForwardInput {
@@ -76,13 +72,16 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
   }
   const cache: LayerCache[] = [];
   const raw: { key: Float32Array; value: Float32Array }[] = [];
+  const lin = w.activations.linear;
   for (let l = 0; l < desc.numLayers; l++) {
     const lw = w.layers[l];
     const q = desc.numQueryHeads[l], k = desc.numKvHeads[l];
     const heads = q + 2 * k;
     const h = x.slice();
     rmsNormRows(h, B * S, d, lw.attnNorm, desc.normEps);
-    const qkv = matmulT(h, B * S, d, lw.qkv, heads * hd);
+    const linear = (x: Float32Array, k: number, w: Float32Array, n: number) =>
+      matmulT(actQuant(x, B * S, k, lin), B * S, k, w, n);
+    const qkv = linear(h, d, lw.qkv, heads * hd);
     if (input.keepRaw) raw.push(splitKv(qkv, B, S, q, k, hd));
     for (let r = 0; r < B * S; r++) {
       const pos = input.positions[r];
@@ -95,18 +94,12 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
     const layerCache = appendCache(input.past?.[l], qkv, B, S, q, k, hd, past);
     cache.push(layerCache);
     const attn = attend(qkv, layerCache, input.valid, B, S, q, k, hd, past);
-    const proj = matmulT(attn, B * S, q * hd, lw.outProj, d);
+    const proj = linear(attn, q * hd, lw.outProj, d);
     for (let i = 0; i < x.length; i++) x[i] += proj[i];
     const g = x.slice();
     rmsNormRows(g, B * S, d, lw.ffnNorm, desc.normEps);
     const f = desc.ffnDims[l];
-    const y = matmulT(
-      swiglu(matmulT(g, B * S, d, lw.proj1, 2 * f), B * S, f),
-      B * S,
-      f,
-      lw.proj2,
-      d,
-    );
+    const y = linear(swiglu(linear(g, d, lw.proj1, 2 * f), B * S, f), f, lw.proj2, d);
     for (let i = 0; i < x.length; i++) x[i] += y[i];
   }
   return {
@@ -114,6 +107,12 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
     cache,
     raw: input.keepRaw ? raw : undefined,
   };
+}
+
+/** The activations as a quantized matmul sees them (unchanged when float32). */
+function actQuant(x: Float32Array, rows: number, k: number, q: ActivationQuant | undefined) {
+  if (!q) return x;
+  return q.per === "tensor" ? quantizeTensorUint8(x) : quantizeActivations(x, rows, k, q.blockSize);
 }
 
 function headLogits(
@@ -132,7 +131,13 @@ function headLogits(
     h.set(x.subarray(src * d, src * d + d), r * d);
   }
   rmsNormRows(h, rows, d, w.norm, w.desc.normEps);
-  return matmulT(h, rows, d, w.classifier, w.desc.vocabSize);
+  return matmulT(
+    actQuant(h, rows, d, w.activations.classifier),
+    rows,
+    d,
+    w.classifier,
+    w.desc.vocabSize,
+  );
 }
 
 /** Copies keys (heads q..q+k) and values (q+k..q+2k) out of `qkv` as `[B, k, S, hd]`. */
@@ -178,6 +183,28 @@ function appendCache(
   return { key, value, length: T };
 }
 
+/** Writes the mean of all T values of each query head's KV head (a fully masked query). */
+function meanValues(
+  cache: LayerCache,
+  out: Float32Array,
+  b: number,
+  s: number,
+  S: number,
+  q: number,
+  k: number,
+  hd: number,
+  T: number,
+): void {
+  const group = q / k;
+  for (let hq = 0; hq < q; hq++) {
+    const kvBase = (b * k + Math.floor(hq / group)) * T * hd;
+    const oo = ((b * S + s) * q + hq) * hd;
+    for (let t = 0; t < T; t++) {
+      for (let c = 0; c < hd; c++) out[oo + c] += cache.value[kvBase + t * hd + c] / T;
+    }
+  }
+}
+
 /** Causal GQA attention of the new queries over the whole cache → `[B·S, q·hd]`. */
 function attend(
   qkv: Float32Array,
@@ -198,7 +225,13 @@ function attend(
   const scores = new Float64Array(T);
   for (let b = 0; b < B; b++) {
     for (let s = 0; s < S; s++) {
-      if (!valid[b * T + past + s]) continue; // a padding query: its output is never read
+      if (!valid[b * T + past + s]) {
+        // A padding query: every key is masked, and the graph's softmax over
+        // equal scores averages all T values. Its output is never read, but
+        // per-tensor activation quantization sees it, so it is computed alike.
+        meanValues(cache, out, b, s, S, q, k, hd, T);
+        continue;
+      }
       for (let hq = 0; hq < q; hq++) {
         const qo = ((b * S + s) * heads + hq) * hd;
         const kvBase = (b * k + Math.floor(hq / group)) * T * hd;

@@ -1,9 +1,10 @@
 /**
- * TTFT measurement (SPEC §7): base-only and KV-prediction prefill measured
- * alternately in one process, medians of ≥ 5 runs after a warm-up; the
- * speedup beside the FLOPs ratio; decode step latency of both graphs; and
- * the achieved prefill FLOP/s beside one large MatMul run by the same
- * runtime in the same run (the machine's practical peak).
+ * TTFT measurement (SPEC §7): base-only and KV-prediction prefill of one or
+ * more precision variants, measured alternately in one process (every
+ * variant and mode inside every repetition), medians of ≥ 5 runs after a
+ * warm-up; the speedup beside the FLOPs ratio; decode step latency; the
+ * achieved prefill FLOP/s beside one large MatMul run by the same runtime in
+ * the same run (the machine's practical peak); the CPU's int8 features.
  *
  * @example
  * ```ts
@@ -16,31 +17,37 @@
  */
 
 import * as ort from "onnxruntime-node";
+import type { VariantEntry } from "../bundle/contract.ts";
+import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
+import { type Progress, verifyBundle } from "../bundle/verify.ts";
 import { prefillFlops } from "../converters/flops.ts";
-import {
-  manifestSources,
-  type Progress,
-  readManifest,
-  verifyBundle,
-} from "../converters/manifest.ts";
 import { Random } from "../converters/random.ts";
-import { encodeModel, GraphBuilder } from "../graphs/builder.ts";
 import { matmulT } from "./_matmul.ts";
-import { OrtModel } from "./ort.ts";
+import { type CpuInfo, cpuInfo } from "./cpu.ts";
 import { argmaxRows } from "./greedy.ts";
-import { type Mode, ReferenceModel } from "./reference.ts";
+import { OrtModel } from "./ort.ts";
+import { ReferenceModel } from "./reference.ts";
+import type { KvpRuntime, Mode } from "./types.ts";
 
 /** Median, min and max of a set of timings (milliseconds). */
 export interface Timing {
+  /** Median (ms). */
   median: number;
+  /** Fastest run (ms). */
   min: number;
+  /** Slowest run (ms). */
   max: number;
+  /** Runs measured. */
   runs: number;
 }
 
-/** Figures for one prompt length. */
+/** Figures for one variant at one prompt length. */
 export interface LengthReport {
+  /** The variant measured. */
+  dtype: string;
+  /** Prompt tokens per row. */
   promptLength: number;
+  /** Prompt ids in → first token id out, per mode. */
   ttft: Record<Mode, Timing>;
   /** median(base) / median(kvp). */
   speedup: number;
@@ -54,40 +61,63 @@ export interface LengthReport {
   decodeStep: Record<Mode, Timing>;
 }
 
+/** The fastest of a few large float32 MatMuls run once in every repetition. */
+export interface PeakReport {
+  /** `[m, k, n]`. */
+  shape: [number, number, number];
+  /** Its timings. */
+  timing: Timing;
+  /** FLOP/s at the median. */
+  flopsPerSecond: number;
+  /** FLOP/s at the fastest run (what prefill is compared with). */
+  bestFlopsPerSecond: number;
+}
+
 /** The whole benchmark. */
 export interface BenchReport {
+  /** The bundle folder. */
   bundle: string;
+  /** Which runtime ran. */
   runtime: "ort" | "reference";
+  /** Prompts per batch. */
   batch: number;
+  /** Timed runs per mode, variant and length. */
   reps: number;
+  /** The CPU it ran on, with its int8 features. */
+  cpu: CpuInfo;
+  /** Weight bytes per variant. */
+  weightBytes: Record<string, number>;
+  /** Per variant and prompt length, in the order measured. */
   lengths: LengthReport[];
-  /**
-   * The fastest of a few large MatMuls run by the same runtime once in every
-   * repetition: its shape, timing, FLOP/s at the median and at the fastest
-   * run (the peak that prefill is compared with).
-   */
-  peak: {
-    shape: [number, number, number];
-    timing: Timing;
-    flopsPerSecond: number;
-    bestFlopsPerSecond: number;
-  };
+  /** The MatMul probe (absent when no probe model was given to the ort runtime). */
+  peak?: PeakReport;
 }
 
 /** Options for {@link benchBundle}. */
 export interface BenchOptions {
+  /** Variants to measure (default ["fp32"]). */
+  variants?: string[];
+  /** Prompt lengths (default 64, 128, 256, 512). */
   promptLengths?: number[];
+  /** Prompts per batch (default 1). */
   batch?: number;
   /** Timed runs per mode and length (≥ 5; default 5). */
   reps?: number;
+  /** ONNX Runtime on the bundle (default) or the reference runtime on its checkpoint. */
   runtime?: "ort" | "reference";
+  /** Seed of the random prompts (default 7). */
   seed?: number;
   /** Check the bundle's sha256s first (default true). */
   verify?: boolean;
   /** Progress of that check (bytes hashed). */
   onVerifyProgress?: Progress;
-  /** Called after each prompt length. */
+  /** Called after each prompt length of each variant. */
   onLength?: (r: LengthReport) => void;
+  /**
+   * An ONNX model computing `y = x·w` for `x` `[m, k]` (the peak probe run by
+   * ONNX Runtime); without it the ort runtime reports no peak.
+   */
+  matmulModel?: (m: number, k: number, n: number) => Uint8Array;
 }
 
 /** Summarises timings (milliseconds). */
@@ -98,96 +128,63 @@ export function timing(samples: number[]): Timing {
   return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: samples.length };
 }
 
-/** What the benchmark drives: prefill to the first token, and one decode step. */
-interface Driver {
-  /** Time from ids in to first token ids out (ms); returns the state for decode. */
-  firstToken(
-    prompts: number[][],
-    mode: Mode,
-  ): Promise<{ ms: number; decode: () => Promise<number> }>;
-  /** One large MatMul `[m,k]·[k,n]` timed by this runtime (ms). */
-  matmul(m: number, k: number, n: number): Promise<() => Promise<number>>;
-  release(): Promise<void>;
-}
-
-function ortDriver(model: OrtModel): Driver {
+/** Time from ids in to first token ids out (ms), and a timed decode step from there. */
+async function firstToken(
+  model: KvpRuntime,
+  prompts: number[][],
+  mode: Mode,
+): Promise<{ ms: number; decode: () => Promise<number> }> {
   const vocab = model.description.base.vocabSize;
+  const input = model.batch(prompts);
+  const t0 = performance.now();
+  const step = await model.prefill(input, mode);
+  const next = argmaxRows(step.logits, input.batch, vocab);
+  const ms = performance.now() - t0;
   return {
-    async firstToken(prompts, mode) {
-      const input = model.batch(prompts);
-      const t0 = performance.now();
-      const step = await model.prefill(input, mode);
-      const next = argmaxRows(step.logits, input.batch, vocab);
-      const ms = performance.now() - t0;
-      return {
-        ms,
-        decode: async () => {
-          const t1 = performance.now();
-          const out = await model.decode(step, next, 1, mode);
-          argmaxRows(out.logits, input.batch, vocab);
-          return performance.now() - t1;
-        },
-      };
+    ms,
+    decode: async () => {
+      const t1 = performance.now();
+      const out = await model.decode(step, next, 1, mode);
+      argmaxRows(out.logits, input.batch, vocab);
+      return performance.now() - t1;
     },
-    async matmul(m, k, n) {
-      const g = new GraphBuilder("peak_matmul");
-      const x = g.input("x", "float32", [m, k]);
-      const w = g.tensor("w", new Float32Array(k * n).map((_, i) => ((i * 7919) % 1000) / 1e4), [
-        k,
-        n,
-      ]);
-      g.output(g.op("MatMul", [x, w], {}, "matmul", "y"), "float32", [m, n]);
-      const session = await ort.InferenceSession.create(encodeModel(g.model()), {
-        graphOptimizationLevel: "all",
-      });
-      const feed = { x: new ort.Tensor("float32", new Float32Array(m * k).fill(0.01), [m, k]) };
-      return async () => {
-        const t0 = performance.now();
-        await session.run(feed);
-        return performance.now() - t0;
-      };
-    },
-    release: () => model.release(),
   };
 }
 
-function referenceDriver(model: ReferenceModel): Driver {
-  const vocab = model.description.base.vocabSize;
-  return {
-    firstToken(prompts, mode) {
-      const input = model.batch(prompts);
+/** A timed `[m,k]·[k,n]` by the given runtime (ms per call). */
+async function matmulProbe(
+  runtime: "ort" | "reference",
+  shape: [number, number, number],
+  model?: BenchOptions["matmulModel"],
+): Promise<(() => Promise<number>) | undefined> {
+  const [m, k, n] = shape;
+  if (runtime === "reference") {
+    const x = new Float32Array(m * k).fill(0.01), w = new Float32Array(n * k).fill(0.02);
+    return () => {
       const t0 = performance.now();
-      const step = model.prefill(input, mode);
-      const next = argmaxRows(step.logits, input.batch, vocab);
-      const ms = performance.now() - t0;
-      return Promise.resolve({
-        ms,
-        decode: () => {
-          const t1 = performance.now();
-          model.decode(step, next);
-          return Promise.resolve(performance.now() - t1);
-        },
-      });
-    },
-    matmul(m, k, n) {
-      const x = new Float32Array(m * k).fill(0.01);
-      const w = new Float32Array(n * k).fill(0.02);
-      return Promise.resolve(() => {
-        const t0 = performance.now();
-        matmulT(x, m, k, w, n);
-        return Promise.resolve(performance.now() - t0);
-      });
-    },
-    release: () => Promise.resolve(),
+      matmulT(x, m, k, w, n);
+      return Promise.resolve(performance.now() - t0);
+    };
+  }
+  if (!model) return undefined;
+  const session = await ort.InferenceSession.create(model(m, k, n), {
+    graphOptimizationLevel: "all",
+  });
+  const feed = { x: new ort.Tensor("float32", new Float32Array(m * k).fill(0.01), [m, k]) };
+  return async () => {
+    const t0 = performance.now();
+    await session.run(feed);
+    return performance.now() - t0;
   };
 }
 
-/** Measures TTFT of a bundle (ONNX Runtime) or of its checkpoint (reference runtime). */
+/** Measures TTFT of a bundle's variants (ONNX Runtime) or of its checkpoint (reference). */
 export async function benchBundle(
   bundle: string,
   options: BenchOptions = {},
 ): Promise<BenchReport> {
   const {
+    variants: names = ["fp32"],
     promptLengths = [64, 128, 256, 512],
     batch = 1,
     reps = 5,
@@ -196,28 +193,39 @@ export async function benchBundle(
   } = options;
   if (reps < 5) throw new RangeError(`reps must be ≥ 5 (SPEC §7), got ${reps}`);
   const manifest = await readManifest(bundle);
+  const variants: VariantEntry[] = names.map((n) => findVariant(manifest, n));
   const desc = manifest.model;
-  const verify = options.verify ?? true;
-  const onVerifyProgress = options.onVerifyProgress;
-  if (verify && runtime === "reference") await verifyBundle(bundle, manifest, onVerifyProgress);
-  const driver = runtime === "ort"
-    ? ortDriver(await OrtModel.load(bundle, { verify, onVerifyProgress }))
-    : referenceDriver(
-      await ReferenceModel.load(
-        manifestSources(manifest),
-        { mapping: desc.mapping },
-      ),
-    );
+  if (options.verify ?? true) await verifyBundle(bundle, manifest, options.onVerifyProgress);
+  const models = new Map<string, KvpRuntime>();
   try {
+    for (const v of variants) {
+      models.set(
+        v.name,
+        runtime === "ort"
+          ? await OrtModel.load(bundle, { variant: v.name, verify: false })
+          : await ReferenceModel.load(manifestSources(manifest, bundle), {
+            mapping: desc.mapping,
+            precision: v.precision,
+            blockSize: v.blockSize,
+          }),
+      );
+    }
+    for (const m of models.values()) {
+      await m.prepare("kvp");
+      await m.prepare("base");
+    }
     // The peak probes run inside every repetition, beside the prefills they
     // are compared with: on a noisy machine only interleaved figures compare.
     // Several shapes, because no single MatMul shape is fastest everywhere.
     const shapes: [number, number, number][] = runtime === "ort"
       ? [[512, 2048, 2048], [512, 2048, 8192], [512, 8192, 2048]]
       : [[128, 1024, 1024]];
-    const probes = await Promise.all(shapes.map((s) => driver.matmul(...s)));
+    const probes = (await Promise.all(shapes.map((s) =>
+      matmulProbe(runtime, s, options.matmulModel)
+    )))
+      .filter((p) => p !== undefined);
     for (const probe of probes) await probe();
-    const peakSamples: number[][] = shapes.map(() => []);
+    const peakSamples: number[][] = probes.map(() => []);
     const random = new Random(seed);
     const lengths: LengthReport[] = [];
     for (const length of promptLengths) {
@@ -225,49 +233,59 @@ export async function benchBundle(
         { length: batch },
         () => Array.from({ length }, () => random.int(desc.base.vocabSize)),
       );
-      const samples: Record<Mode, number[]> = { base: [], kvp: [] };
-      const decodes: Record<Mode, number[]> = { base: [], kvp: [] };
-      const decoders: Partial<Record<Mode, () => Promise<number>>> = {};
+      // Every (variant, mode) pair is one contender; all alternate in every repetition.
+      const pairs = variants.flatMap((v) =>
+        (["kvp", "base"] as const).map((mode) => ({ v, mode }))
+      );
+      const key = (p: { v: VariantEntry; mode: Mode }) => `${p.v.name}/${p.mode}`;
+      const samples = new Map<string, number[]>(pairs.map((p) => [key(p), []]));
+      const decodes = new Map<string, number[]>(pairs.map((p) => [key(p), []]));
+      const decoders = new Map<string, () => Promise<number>>();
       for (let rep = -1; rep < reps; rep++) {
-        // Alternate the modes, and which goes first, so drift hits both alike.
-        const order: Mode[] = rep % 2 ? ["base", "kvp"] : ["kvp", "base"];
-        for (const mode of order) {
-          const { ms, decode } = await driver.firstToken(prompts, mode);
-          decoders[mode] = decode;
-          if (rep >= 0) samples[mode].push(ms);
+        // Alternate the order every repetition so drift hits all alike.
+        const order = rep % 2 ? [...pairs].reverse() : pairs;
+        for (const p of order) {
+          const { ms, decode } = await firstToken(models.get(p.v.name)!, prompts, p.mode);
+          decoders.set(key(p), decode);
+          if (rep >= 0) samples.get(key(p))!.push(ms);
         }
         if (rep >= 0) {
           for (let p = 0; p < probes.length; p++) peakSamples[p].push(await probes[p]());
         }
       }
       // Decode steps are short and memory-bound, so noise swamps them unless the
-      // two graphs alternate step by step, many times: max(30, 6·reps) steps each,
-      // from the last prefills.
+      // graphs alternate step by step, many times: max(30, 6·reps) steps each.
       for (let i = 0; i < Math.max(30, 6 * reps); i++) {
-        for (const mode of i % 2 ? ["base", "kvp"] as const : ["kvp", "base"] as const) {
-          decodes[mode].push(await decoders[mode]!());
+        for (const p of i % 2 ? [...pairs].reverse() : pairs) {
+          decodes.get(key(p))!.push(await decoders.get(key(p))!());
         }
       }
       const flops = prefillFlops(desc, length, batch);
-      const ttft = { base: timing(samples.base), kvp: timing(samples.kvp) };
-      const speedup = ttft.base.median / ttft.kvp.median;
-      const r: LengthReport = {
-        promptLength: length,
-        ttft,
-        speedup,
-        flopsRatio: flops.ratio,
-        flopsEfficiency: speedup / flops.ratio,
-        flopsPerSecond: {
-          base: flops.base / (ttft.base.median / 1000),
-          kvp: flops.kvp / (ttft.kvp.median / 1000),
-        },
-        decodeStep: { base: timing(decodes.base), kvp: timing(decodes.kvp) },
-      };
-      lengths.push(r);
-      options.onLength?.(r);
+      for (const v of variants) {
+        const t = (mode: Mode, from: Map<string, number[]>) =>
+          timing(from.get(`${v.name}/${mode}`)!);
+        const ttft = { base: t("base", samples), kvp: t("kvp", samples) };
+        const speedup = ttft.base.median / ttft.kvp.median;
+        const r: LengthReport = {
+          dtype: v.name,
+          promptLength: length,
+          ttft,
+          speedup,
+          flopsRatio: flops.ratio,
+          flopsEfficiency: speedup / flops.ratio,
+          flopsPerSecond: {
+            base: flops.base / (ttft.base.median / 1000),
+            kvp: flops.kvp / (ttft.kvp.median / 1000),
+          },
+          decodeStep: { base: t("base", decodes), kvp: t("kvp", decodes) },
+        };
+        lengths.push(r);
+        options.onLength?.(r);
+      }
     }
-    const peaks = shapes.map((shape, p) => {
+    const peaks = probes.map((_, p) => {
       const t = timing(peakSamples[p]);
+      const shape = shapes[p];
       const flops = 2 * shape[0] * shape[1] * shape[2];
       return {
         shape,
@@ -281,10 +299,14 @@ export async function benchBundle(
       runtime,
       batch,
       reps,
+      cpu: await cpuInfo(),
+      weightBytes: Object.fromEntries(variants.map((v) => [v.name, v.weightBytes])),
       lengths,
-      peak: peaks.reduce((a, b) => (b.bestFlopsPerSecond > a.bestFlopsPerSecond ? b : a)),
+      peak: peaks.length
+        ? peaks.reduce((a, b) => (b.bestFlopsPerSecond > a.bestFlopsPerSecond ? b : a))
+        : undefined,
     };
   } finally {
-    await driver.release();
+    for (const m of models.values()) await m.release();
   }
 }

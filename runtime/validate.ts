@@ -1,8 +1,14 @@
 /**
  * Checks an exported bundle against the checkpoint it came from: the same
- * prompts (random ones, the edge lengths 1 and 2, and all of them as one
- * left-padded batch) through ONNX Runtime and through the reference runtime,
- * both modes, in lockstep — the same tokens fed to both at every decode step.
+ * prompts (random ones, the edge lengths 1 and 2, all of them as one
+ * left-padded batch, or prompts given by the caller) through ONNX Runtime on
+ * one variant and through the reference runtime computing that variant's
+ * arithmetic, both modes. ONNX Runtime runs first and its outputs are
+ * recorded; its session is released before the reference loads, so only one
+ * copy of the weights is held at a time. The reference is fed the tokens ONNX
+ * Runtime chose, so both see the same sequence at every step. For a quantized
+ * variant, the float32 reference then runs the same sequences (teacher-forced)
+ * to measure the variant's distance from fp32.
  *
  * @example
  * ```ts
@@ -14,55 +20,126 @@
  * @module
  */
 
+import type { BundleManifest } from "../bundle/contract.ts";
+import { manifestSources } from "../bundle/manifest.ts";
+import type { Progress } from "../bundle/verify.ts";
 import type { CheckpointSources } from "../converters/checkpoint.ts";
-import { manifestSources, type Progress } from "../converters/manifest.ts";
+import { CheckpointError } from "../converters/errors.ts";
+import type { VariantPrecision } from "../converters/precision.ts";
 import { Random } from "../converters/random.ts";
+import { sha256File } from "../converters/sha256.ts";
 import type { PromptBatch } from "./batch.ts";
-import { cacheOf, OrtModel } from "./ort.ts";
 import { argmaxRows } from "./greedy.ts";
-import { type Mode, ReferenceModel } from "./reference.ts";
-import type { LayerCache } from "./transformer.ts";
+import { OrtModel } from "./ort.ts";
+import { ReferenceModel } from "./reference.ts";
+import type { KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 
 /** Options for {@link validateBundle}. */
 export interface ValidateOptions {
-  /** The source checkpoint (default: the files recorded in the manifest). */
+  /** The variant to check (default "fp32"). */
+  variant?: string;
+  /** The source checkpoint (default: the files recorded in the manifest, sha256-checked). */
   sources?: CheckpointSources;
+  /** Prompts to use instead of random ones (each its own case). */
+  promptSet?: number[][];
   /** Random prompts (default 4). */
   prompts?: number;
   /** Longest random prompt (default 32). */
   promptLength?: number;
   /** Greedy steps after the first token (default 8). */
   decodeSteps?: number;
-  /** Max allowed |Δ logits| (default 1e-3). */
+  /** Max allowed |Δ logits| (default: {@link defaultTolerance} of the variant). */
   tolerance?: number;
+  /** Max allowed |Δ cache| (default: the logits tolerance). */
+  cacheTolerance?: number;
+  /** Seed of the random prompts (default 1234). */
   seed?: number;
   /** Check the bundle's sha256s first (default true). */
   verify?: boolean;
   /** Progress of that check (bytes hashed). */
   onVerifyProgress?: Progress;
-  /** Called once per case, when done. */
+  /** Called once per case and runtime, when done. */
   onCase?: (c: CaseReport) => void;
+  /** Compare with the float32 reference too (default: for quantized variants). */
+  quality?: boolean;
 }
 
 /** One prompt set in one mode. */
 export interface CaseReport {
+  /** Which prompts. */
   name: string;
+  /** Prefill mode. */
   mode: Mode;
+  /** Prompt lengths of the batch. */
   lengths: number[];
+  /** Max |Δ logits| over the prefill and every decode step. */
   maxLogitDiff: number;
+  /** Max |Δ| over the real positions of the cache after prefill. */
   maxCacheDiff: number;
+  /**
+   * Whether the runtimes' tokens agree at every step: identical, or — only
+   * where the logits differ by |Δ| within tolerance — a near tie, the
+   * reference's logits for the two tokens no more than 2·|Δ| apart.
+   */
   tokensAgree: boolean;
+  /** Steps × rows where the tokens differ (each a near tie when `tokensAgree`). */
+  tokensDiffering: number;
+}
+
+/** The variant's distance from float32 (quality, not correctness), per mode. */
+export interface QualityReport {
+  /** Prefill mode. */
+  mode: Mode;
+  /** Max |Δ logits| against the float32 reference, over every compared position. */
+  maxLogitDiff: number;
+  /** Mean KL(fp32 ‖ variant) of the first-token distribution. */
+  firstTokenKl: number;
+  /** Share of prompts whose first greedy token equals fp32's. */
+  firstTokenAgreement: number;
+  /** Share of all positions (first token and teacher-forced steps) whose top-1 equals fp32's. */
+  top1Agreement: number;
+  /** Prompts compared. */
+  prompts: number;
+  /** Positions compared. */
+  positions: number;
 }
 
 /** The whole comparison. */
 export interface ValidateReport {
+  /** The bundle folder. */
   bundle: string;
+  /** The variant checked. */
+  variant: string;
+  /** Every case. */
   cases: CaseReport[];
+  /** Max |Δ logits| over all cases. */
   maxLogitDiff: number;
+  /** Max |Δ cache| over all cases. */
   maxCacheDiff: number;
+  /** Tokens agree in every case (identical, or near ties within tolerance). */
   tokensAgree: boolean;
+  /** Steps × rows, over all cases, where the tokens differ (near ties when they agree). */
+  tokensDiffering: number;
+  /** The logits tolerance applied. */
   tolerance: number;
+  /** The cache tolerance applied. */
+  cacheTolerance: number;
+  /** Against float32, per mode (quantized variants, or when asked). */
+  quality?: QualityReport[];
+  /** Tokens agree and both differences are within tolerance (false on any NaN). */
   pass: boolean;
+}
+
+/**
+ * Default |Δ logits| tolerance per precision. float32 differs only by
+ * summation order. A quantized variant computes the same integer dot
+ * products in both runtimes (most cases agree to ~1e-6), but where an
+ * activation lies within float rounding of the midpoint between two int8
+ * levels, the runtimes may round it to neighbouring levels; one such step,
+ * propagated, moves logits by up to ~0.1 on the fixtures.
+ */
+export function defaultTolerance(precision: VariantPrecision): number {
+  return precision.auxiliary === "fp32" && precision.base === "fp32" ? 1e-3 : 0.25;
 }
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -77,6 +154,7 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 /** Max |Δ| over the positions the mask marks real (padded ones hold nothing meaningful). */
 function cacheDiff(a: LayerCache[], b: LayerCache[], mask: Uint8Array, hd: number): number {
+  if (a.length !== b.length) return Infinity;
   return Math.max(0, ...a.map((layer, l) => maskedDiff(layer, b[l], mask, hd)));
 }
 
@@ -91,98 +169,255 @@ function maskedDiff(a: LayerCache, b: LayerCache, mask: Uint8Array, hd: number):
     const row = Math.floor(i / perRow);
     const t = Math.floor(i / hd) % T;
     if (!mask[row * T + t]) continue;
-    m = Math.max(m, Math.abs(a.key[i] - b.key[i]), Math.abs(a.value[i] - b.value[i]));
+    const d = Math.max(Math.abs(a.key[i] - b.key[i]), Math.abs(a.value[i] - b.value[i]));
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
   }
   return m;
 }
 
-/** Runs one prompt set in one mode through both runtimes in lockstep. */
-async function runCase(
-  ortModel: OrtModel,
-  ref: ReferenceModel,
-  name: string,
-  mode: Mode,
-  input: PromptBatch,
-  steps: number,
-): Promise<CaseReport> {
-  const vocab = ref.description.base.vocabSize;
-  let a = await ortModel.prefill(input, mode);
-  let b = ref.prefill(input, mode);
-  let maxLogitDiff = maxDiff(a.logits, b.logits);
-  const hd = ref.description.base.headDim;
-  const maxCacheDiff = cacheDiff(cacheOf(a), b.cache, input.mask, hd);
-  let tokensAgree = true;
-  for (let s = 0; s <= steps; s++) {
-    const fromOrt = argmaxRows(a.logits, input.batch, vocab);
-    const fromRef = argmaxRows(b.logits, input.batch, vocab);
-    if (fromOrt.some((t, i) => t !== fromRef[i])) tokensAgree = false;
-    if (s === steps) break;
-    a = await ortModel.decode(a, fromRef, 1, mode);
-    b = ref.decode(b, fromRef);
-    maxLogitDiff = Math.max(maxLogitDiff, maxDiff(a.logits, b.logits));
-  }
-  const lengths = Array.from({ length: input.batch }, (_, r) => {
-    let n = 0;
-    for (let t = 0; t < input.width; t++) n += input.mask[r * input.width + t];
-    return n;
-  });
-  return { name, mode, lengths, maxLogitDiff, maxCacheDiff, tokensAgree };
+/** What one runtime produced for one case: logits per step, tokens fed, cache after prefill. */
+interface Trace {
+  logits: Float32Array[];
+  fed: Int32Array[];
+  cache: LayerCache[];
 }
 
-/** Compares a bundle under ONNX Runtime with the reference runtime on its checkpoint. */
+function copyCache(cache: LayerCache[]): LayerCache[] {
+  return cache.map((c) => ({ key: c.key.slice(), value: c.value.slice(), length: c.length }));
+}
+
+/** Runs a case; feeds `forced` tokens when given, else the runtime's own argmax. */
+async function trace<S extends Step>(
+  model: KvpRuntime<S>,
+  input: PromptBatch,
+  mode: Mode,
+  steps: number,
+  forced?: Int32Array[],
+): Promise<Trace> {
+  const vocab = model.description.base.vocabSize;
+  let step = await model.prefill(input, mode);
+  const out: Trace = { logits: [step.logits], fed: [], cache: copyCache(model.cache(step)) };
+  for (let s = 0; s < steps; s++) {
+    const next = forced?.[s] ?? argmaxRows(step.logits, input.batch, vocab);
+    out.fed.push(next);
+    step = await model.decode(step, next, 1, mode);
+    out.logits.push(step.logits);
+  }
+  return out;
+}
+
+interface Case {
+  name: string;
+  mode: Mode;
+  input: PromptBatch;
+}
+
+/** The checkpoint recorded in the manifest, after checking that it is the same file. */
+async function recordedSources(
+  manifest: BundleManifest,
+  bundle: string,
+): Promise<CheckpointSources> {
+  const sources = manifestSources(manifest, bundle);
+  for (const s of manifest.sources) {
+    const path = sources[s.role]!;
+    let sha: string;
+    try {
+      sha = await sha256File(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new CheckpointError(
+        `${path}: the bundle's recorded source checkpoint is gone (give the checkpoint explicitly)`,
+      );
+    }
+    if (sha !== s.sha256) {
+      throw new CheckpointError(
+        `${path}: not the checkpoint the bundle was made from (sha256 ${sha}, recorded ${s.sha256})`,
+      );
+    }
+  }
+  return sources;
+}
+
+function logSoftmax(logits: Float32Array, row: number, vocab: number): Float64Array {
+  const o = row * vocab;
+  let max = -Infinity;
+  for (let i = 0; i < vocab; i++) max = Math.max(max, logits[o + i]);
+  let sum = 0;
+  for (let i = 0; i < vocab; i++) sum += Math.exp(logits[o + i] - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(vocab);
+  for (let i = 0; i < vocab; i++) out[i] = logits[o + i] - lse;
+  return out;
+}
+
+/** KL(p ‖ q) of one row's softmax distributions. */
+function kl(p: Float32Array, q: Float32Array, row: number, vocab: number): number {
+  const lp = logSoftmax(p, row, vocab), lq = logSoftmax(q, row, vocab);
+  let s = 0;
+  for (let i = 0; i < vocab; i++) s += Math.exp(lp[i]) * (lp[i] - lq[i]);
+  return s;
+}
+
+function quality(
+  mode: Mode,
+  cases: Case[],
+  variant: Trace[],
+  fp32: Trace[],
+  vocab: number,
+): QualityReport {
+  let maxLogitDiff = 0, klSum = 0, firstAgree = 0, prompts = 0, agree = 0, positions = 0;
+  cases.forEach((c, i) => {
+    const batch = c.input.batch;
+    variant[i].logits.forEach((logits, s) => {
+      const ref = fp32[i].logits[s];
+      maxLogitDiff = Math.max(maxLogitDiff, maxDiff(logits, ref));
+      const a = argmaxRows(logits, batch, vocab), b = argmaxRows(ref, batch, vocab);
+      for (let r = 0; r < batch; r++) {
+        const same = a[r] === b[r] ? 1 : 0;
+        agree += same;
+        positions++;
+        if (s === 0) {
+          firstAgree += same;
+          prompts++;
+          klSum += kl(ref, logits, r, vocab);
+        }
+      }
+    });
+  });
+  return {
+    mode,
+    maxLogitDiff,
+    firstTokenKl: klSum / prompts,
+    firstTokenAgreement: firstAgree / prompts,
+    top1Agreement: agree / positions,
+    prompts,
+    positions,
+  };
+}
+
+/** Compares a bundle's variant under ONNX Runtime with the reference runtime on its checkpoint. */
 export async function validateBundle(
   bundle: string,
   options: ValidateOptions = {},
 ): Promise<ValidateReport> {
-  const {
-    prompts = 4,
-    promptLength = 32,
-    decodeSteps = 8,
-    tolerance = 1e-3,
-    seed = 1234,
-  } = options;
+  const { prompts = 4, promptLength = 32, decodeSteps = 8, seed = 1234 } = options;
   const ortModel = await OrtModel.load(bundle, {
+    variant: options.variant ?? "fp32",
     verify: options.verify ?? true,
     onVerifyProgress: options.onVerifyProgress,
   });
-  try {
-    const manifest = ortModel.manifest;
-    const sources = options.sources ?? manifestSources(manifest);
-    const ref = await ReferenceModel.load(sources, { mapping: manifest.model.mapping });
-    const vocab = ref.description.base.vocabSize;
-    const random = new Random(seed);
-    const prompt = (n: number) => Array.from({ length: n }, () => random.int(vocab));
+  const { manifest, variant, description } = ortModel;
+  const tolerance = options.tolerance ?? defaultTolerance(variant.precision);
+  const cacheTolerance = options.cacheTolerance ?? tolerance;
+  const vocab = description.base.vocabSize;
+  const random = new Random(seed);
+  const prompt = (n: number) => Array.from({ length: n }, () => random.int(vocab));
+  let sets: [string, number[][]][];
+  if (options.promptSet) {
+    sets = options.promptSet.map((p, i) => [`prompt ${i}`, [p]]);
+  } else {
     const randoms = Array.from(
       { length: prompts },
       (_, i) => prompt(i === 0 ? promptLength : 1 + random.int(promptLength)),
     );
-    const sets: [string, number[][]][] = [
+    sets = [
       ["length 1", [prompt(1)]],
       ["length 2", [prompt(2)]],
       ...randoms.map((p, i): [string, number[][]] => [`random ${i}`, [p]]),
       ["left-padded batch", [...randoms, prompt(1), prompt(2)]],
     ];
-    const cases: CaseReport[] = [];
-    for (const mode of ["kvp", "base"] as const) {
-      for (const [name, set] of sets) {
-        const c = await runCase(ortModel, ref, name, mode, ref.batch(set), decodeSteps);
-        cases.push(c);
-        options.onCase?.(c);
-      }
-    }
-    const maxLogitDiff = Math.max(...cases.map((c) => c.maxLogitDiff));
-    const maxCacheDiff = Math.max(...cases.map((c) => c.maxCacheDiff));
-    const tokensAgree = cases.every((c) => c.tokensAgree);
-    return {
-      bundle,
-      cases,
-      maxLogitDiff,
-      maxCacheDiff,
-      tokensAgree,
-      tolerance,
-      pass: tokensAgree && maxLogitDiff <= tolerance,
-    };
+  }
+  const cases: Case[] = (["kvp", "base"] as const).flatMap((mode) =>
+    sets.map(([name, set]) => ({ name, mode, input: ortModel.batch(set) }))
+  );
+  // 1. ONNX Runtime, recorded; its weights are released before the reference loads.
+  const fromOrt: Trace[] = [];
+  try {
+    for (const c of cases) fromOrt.push(await trace(ortModel, c.input, c.mode, decodeSteps));
   } finally {
     await ortModel.release();
   }
+  const sources = options.sources ?? await recordedSources(manifest, bundle);
+  const load = (precision: VariantPrecision) =>
+    ReferenceModel.load(sources, {
+      mapping: description.mapping,
+      precision,
+      blockSize: variant.blockSize,
+    });
+  // 2. The reference computing the variant's arithmetic, fed the same tokens.
+  const ref = await load(variant.precision);
+  const reports: CaseReport[] = [];
+  for (const [i, c] of cases.entries()) {
+    const got = await trace(ref, c.input, c.mode, decodeSteps, fromOrt[i].fed);
+    const want = fromOrt[i];
+    let tokensAgree = true, tokensDiffering = 0;
+    got.logits.forEach((l, s) => {
+      const delta = maxDiff(l, want.logits[s]);
+      const a = argmaxRows(l, c.input.batch, vocab);
+      const b = argmaxRows(want.logits[s], c.input.batch, vocab);
+      for (let r = 0; r < c.input.batch; r++) {
+        if (a[r] === b[r]) continue;
+        tokensDiffering++;
+        const gap = l[r * vocab + a[r]] - l[r * vocab + b[r]];
+        if (!(delta <= tolerance && gap <= 2 * delta)) tokensAgree = false;
+      }
+    });
+    const report: CaseReport = {
+      name: c.name,
+      mode: c.mode,
+      lengths: lengthsOf(c.input),
+      maxLogitDiff: Math.max(...got.logits.map((l, s) => maxDiff(l, want.logits[s]))),
+      maxCacheDiff: cacheDiff(want.cache, got.cache, c.input.mask, description.base.headDim),
+      tokensAgree,
+      tokensDiffering,
+    };
+    reports.push(report);
+    options.onCase?.(report);
+  }
+  await ref.release();
+  // 3. The variant's distance from float32, on the same sequences.
+  const isFp32 = variant.precision.auxiliary === "fp32" && variant.precision.base === "fp32";
+  let qualityReports: QualityReport[] | undefined;
+  if (options.quality ?? !isFp32) {
+    const fp32 = await load({ auxiliary: "fp32", base: "fp32" });
+    const fp32Traces: Trace[] = [];
+    for (const [i, c] of cases.entries()) {
+      fp32Traces.push(await trace(fp32, c.input, c.mode, decodeSteps, fromOrt[i].fed));
+    }
+    qualityReports = (["kvp", "base"] as const).map((mode) => {
+      const idx = cases.flatMap((c, i) => c.mode === mode ? [i] : []);
+      return quality(
+        mode,
+        idx.map((i) => cases[i]),
+        idx.map((i) => fromOrt[i]),
+        idx.map((i) => fp32Traces[i]),
+        vocab,
+      );
+    });
+  }
+  const maxLogitDiff = Math.max(...reports.map((c) => c.maxLogitDiff));
+  const maxCacheDiff = Math.max(...reports.map((c) => c.maxCacheDiff));
+  const tokensAgree = reports.every((c) => c.tokensAgree);
+  const tokensDiffering = reports.reduce((a, c) => a + c.tokensDiffering, 0);
+  return {
+    bundle,
+    variant: variant.name,
+    cases: reports,
+    maxLogitDiff,
+    maxCacheDiff,
+    tokensAgree,
+    tokensDiffering,
+    tolerance,
+    cacheTolerance,
+    quality: qualityReports,
+    pass: tokensAgree && maxLogitDiff <= tolerance && maxCacheDiff <= cacheTolerance,
+  };
+}
+
+function lengthsOf(input: PromptBatch): number[] {
+  return Array.from({ length: input.batch }, (_, r) => {
+    let n = 0;
+    for (let t = 0; t < input.width; t++) n += input.mask[r * input.width + t];
+    return n;
+  });
 }

@@ -26,18 +26,59 @@ import {
   modelName,
   predictorName,
 } from "../converters/names.ts";
+import {
+  DEFAULT_BLOCK_SIZE,
+  groupQuant,
+  type Precision,
+  type TensorGroup,
+} from "../converters/precision.ts";
+import { dequantize, quantizeRows } from "../converters/quant.ts";
 
 /** One transformer layer's weights, keyed as in the name table. */
 export type LayerWeights = Record<LayerTensor, Float32Array>;
 
+/**
+ * The linear weights of a layer (the ones a precision may quantize), `[out, in]`,
+ * by which side is the model width: qkv and proj_1 read `d`, out_proj and proj_2 write it.
+ */
+const LINEAR: Partial<Record<LayerTensor, "in" | "out">> = {
+  qkv: "in",
+  outProj: "out",
+  proj1: "in",
+  proj2: "out",
+};
+
 /** A whole transformer in memory. */
 export interface TransformerWeights {
+  /** Its sizes. */
   desc: TransformerDescription;
+  /** `[vocab, d]`, float32 (the Gather table). */
   embed: Float32Array;
+  /** Final norm weight. */
   norm: Float32Array;
-  /** The LM head: the embedding when tied. */
+  /** The LM head `[vocab, d]`: the embedding when tied and float32. */
   classifier: Float32Array;
+  /** Per layer. */
   layers: LayerWeights[];
+  /**
+   * How activations are quantized before each linear layer (`linear`) and
+   * before the LM head (`classifier`); absent: float32.
+   */
+  activations: Partial<Record<"linear" | "classifier", ActivationQuant>>;
+}
+
+/**
+ * Run-time activation quantization: int8 per row and block of `blockSize`
+ * (MatMulNBits, accuracy_level 4), or uint8 per tensor (DynamicQuantizeMatMul).
+ */
+export type ActivationQuant = { per: "block"; blockSize: number } | { per: "tensor" };
+
+/** Options for {@link loadTransformer}. */
+export interface PrecisionOptions {
+  /** Compute this part's arithmetic at a precision (default fp32). */
+  precision?: Precision;
+  /** Quantization block size (default 32). */
+  blockSize?: number;
 }
 
 /** The predictor's linear maps, one per base layer. */
@@ -53,22 +94,39 @@ export async function loadTransformer(
   index: CheckpointIndex,
   part: Part,
   desc: TransformerDescription,
+  options: PrecisionOptions = {},
 ): Promise<TransformerWeights> {
+  const { precision = "fp32", blockSize = DEFAULT_BLOCK_SIZE } = options;
+  // A quantized group holds the dequantized weights: the same values the graph's codes stand for.
+  const asStored = (w: Float32Array, rows: number, group: TensorGroup) => {
+    const q = groupQuant(precision, group, w.length / rows, blockSize);
+    return q ? dequantize(quantizeRows(w, rows, w.length / rows, q)) : w;
+  };
   const layers: LayerWeights[] = [];
   for (let i = 0; i < desc.numLayers; i++) {
     const layer: Partial<LayerWeights> = {};
     for (const key of Object.keys(LAYER_TENSORS) as LayerTensor[]) {
-      layer[key] = await index.read(layerName(part, i, key));
+      const w = await index.read(layerName(part, i, key));
+      const side = LINEAR[key];
+      const rows = side === "out" ? desc.modelDim : w.length / desc.modelDim;
+      layer[key] = side ? asStored(w, rows, "linear") : w;
     }
     layers.push(layer as LayerWeights);
   }
   const embed = await index.read(modelName(part, "embed"));
+  const head = desc.tiedEmbeddings ? embed : await index.read(modelName(part, "classifier"));
+  const act = (group: TensorGroup): ActivationQuant | undefined => {
+    const q = groupQuant(precision, group, 0, blockSize);
+    if (!q) return undefined;
+    return q.op === "DynamicQuantizeMatMul" ? { per: "tensor" } : { per: "block", blockSize };
+  };
   return {
     desc,
     embed,
     norm: await index.read(modelName(part, "norm")),
-    classifier: desc.tiedEmbeddings ? embed : await index.read(modelName(part, "classifier")),
+    classifier: asStored(head, desc.vocabSize, "classifier"),
     layers,
+    activations: { linear: act("linear"), classifier: act("classifier") },
   };
 }
 

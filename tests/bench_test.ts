@@ -49,8 +49,8 @@ Deno.test("bench --json: TTFT, speedup, FLOPs ratio and efficiency, decode, peak
   assert.match(svg, /^<svg /);
   assert.match(svg, /prompt length \(tokens\)/);
   assert.match(svg, /time to first token \(ms/);
-  assert.match(svg, /base-only prefill/);
-  assert.match(svg, /KV prediction/);
+  assert.match(svg, /fp32 base-only/);
+  assert.match(svg, /fp32 KV prediction/);
   const text = await kvpred("bench", "--bundle", bundle, "--prompt-lengths", "4", "--reps", "5");
   assert.match(text.stdout, /speedup/);
   assert.match(

@@ -20,6 +20,7 @@ for (const mode of ["kvp", "base"] as const) {
       "--mode",
       mode,
       "--json",
+      "--logits",
     );
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);

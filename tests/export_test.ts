@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import onnxProto from "onnx-proto";
 import { convert } from "../graphs/bundle.ts";
-import { readManifest } from "../converters/manifest.ts";
-import { cacheOf, OrtModel } from "../runtime/ort.ts";
+import { readManifest } from "../bundle/manifest.ts";
+import { OrtModel } from "../runtime/ort.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import {
   applyRope,
@@ -46,7 +46,7 @@ for (const mode of ["kvp", "base"] as const) {
       const d = maxAbsDiff(result.firstLogits[b], row);
       assert.ok(d < TOL, `row ${b}: |Δ| ${d}`);
     }
-    const cache = cacheOf(await model.prefill(model.batch(exp.prompts), mode));
+    const cache = model.cache(await model.prefill(model.batch(exp.prompts), mode));
     for (let i = 0; i < cache.length; i++) {
       const key = applyRope(await exp.floats(`${mode}.cache.${i}.key`), 9, 32);
       const dk = maxAbsDiff(cache[i].key, key);
@@ -155,7 +155,7 @@ Deno.test("validate passes on the bundle and fails, with numbers, when weights a
     "12",
   );
   assert.equal(ok.code, 0, ok.stderr);
-  assert.match(ok.stdout, /^PASS: max\|Δlogits\| \d\.\d\de-\d/m);
+  assert.match(ok.stdout, /^PASS fp32: max\|Δlogits\| \d\.\d\de-\d/m);
   const json = JSON.parse((await kvpred("validate", "--bundle", bundle, "--json")).stdout);
   assert.equal(json.pass, true);
   assert.ok(json.maxLogitDiff < 1e-4 && json.maxCacheDiff < 1e-4);
@@ -175,7 +175,7 @@ Deno.test("validate passes on the bundle and fails, with numbers, when weights a
   assert.match(refused.stderr, /file onnx\/model.onnx_data was altered/);
   const failed = await kvpred("validate", "--bundle", bad, "--no-verify");
   assert.equal(failed.code, 1);
-  assert.match(failed.stdout, /^FAIL: max\|Δlogits\| \d\.\d\de[-+]\d/m);
+  assert.match(failed.stdout, /^FAIL fp32: max\|Δlogits\| \d\.\d\de[-+]\d/m);
 });
 
 Deno.test("convert: refuses to overwrite, --force replaces, failures leave nothing", async () => {

@@ -31,7 +31,7 @@ const desc: KvpDescription = {
   predictorParameterCount: 0,
   predictorDtype: "F32",
 };
-const layout = layoutWeights(weightPlan(desc));
+const layout = layoutWeights(weightPlan(desc), "model.onnx_data");
 
 Deno.bench(
   "graph: build and encode the 1_1B/270M KV-prediction decoder",

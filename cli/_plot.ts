@@ -1,23 +1,46 @@
 /**
- * An SVG line chart of TTFT against prompt length for base-only and KV
- * prediction: axes with units, ticks, a legend, min–max whiskers.
+ * An SVG line chart of TTFT against prompt length, one line per variant and
+ * mode (base-only dashed, KV prediction solid): axes with units, ticks, a
+ * legend, min–max whiskers.
  *
  * @example
  * ```ts
- * import { ttftPlot } from "./plot.ts";
- * const svg = ttftPlot([{ promptLength: 64, base: { median: 20, min: 19, max: 22 }, kvp: { median: 6, min: 5, max: 7 } }], "demo");
+ * import { ttftPlot } from "./_plot.ts";
+ * const svg = ttftPlot([{
+ *   label: "fp32 KV prediction", mode: "kvp", color: 0,
+ *   points: [{ promptLength: 64, median: 6, min: 5, max: 7 }],
+ * }], "demo");
  * console.log(svg.startsWith("<svg"));
  * ```
  *
  * @module
  */
 
-/** One point of the plot. */
+/** One point of a line. */
 export interface PlotPoint {
+  /** x: prompt tokens. */
   promptLength: number;
-  base: { median: number; min: number; max: number };
-  kvp: { median: number; min: number; max: number };
+  /** y: median TTFT (ms). */
+  median: number;
+  /** Whisker bottom. */
+  min: number;
+  /** Whisker top. */
+  max: number;
 }
+
+/** One line: a variant in one mode. */
+export interface PlotSeries {
+  /** Legend text. */
+  label: string;
+  /** base-only lines are dashed. */
+  mode: "kvp" | "base";
+  /** Index into the palette (one colour per variant). */
+  color: number;
+  /** Its points. */
+  points: PlotPoint[];
+}
+
+const PALETTE = ["#2471a3", "#c0392b", "#229954", "#8e44ad", "#d68910", "#17a589"];
 
 const W = 640, H = 400, L = 70, R = 20, T = 40, B = 55;
 
@@ -30,10 +53,10 @@ function niceStep(max: number): number {
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
 
 /** Renders the chart as a standalone SVG document. */
-export function ttftPlot(points: PlotPoint[], title: string): string {
-  const xs = points.map((p) => p.promptLength);
+export function ttftPlot(series: PlotSeries[], title: string): string {
+  const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p.promptLength)))];
   const xMax = Math.max(...xs), xMin = 0;
-  const yTop = Math.max(...points.map((p) => Math.max(p.base.max, p.kvp.max))) * 1.1 || 1;
+  const yTop = Math.max(...series.flatMap((s) => s.points.map((p) => p.max))) * 1.1 || 1;
   const step = niceStep(yTop);
   const yMax = Math.ceil(yTop / step) * step;
   const x = (v: number) => L + ((v - xMin) / (xMax - xMin || 1)) * (W - L - R);
@@ -63,29 +86,24 @@ export function ttftPlot(points: PlotPoint[], title: string): string {
       (T + H - B) / 2
     }) rotate(-90)" text-anchor="middle">time to first token (ms, median; bars min–max)</text>`,
   );
-  const series = [["base", "base-only prefill", "#c0392b"], [
-    "kvp",
-    "KV prediction",
-    "#2471a3",
-  ]] as const;
-  series.forEach(([key, label, color], i) => {
-    const pts = points.map((p) => `${x(p.promptLength)},${y(p[key].median)}`).join(" ");
-    parts.push(`<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"/>`);
-    for (const p of points) {
+  series.forEach((line, i) => {
+    const color = PALETTE[line.color % PALETTE.length];
+    const dash = line.mode === "base" ? ` stroke-dasharray="6 4"` : "";
+    const pts = line.points.map((p) => `${x(p.promptLength)},${y(p.median)}`).join(" ");
+    parts.push(`<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`);
+    for (const p of line.points) {
       const px = x(p.promptLength);
       parts.push(
-        `<line x1="${px}" y1="${y(p[key].min)}" x2="${px}" y2="${
-          y(p[key].max)
-        }" stroke="${color}"/>`,
-        `<circle cx="${px}" cy="${y(p[key].median)}" r="3.5" fill="${color}"/>`,
+        `<line x1="${px}" y1="${y(p.min)}" x2="${px}" y2="${y(p.max)}" stroke="${color}"/>`,
+        `<circle cx="${px}" cy="${y(p.median)}" r="3.5" fill="${color}"/>`,
       );
     }
     const ly = T + 10 + i * 18;
     parts.push(
       `<line x1="${L + 15}" y1="${ly}" x2="${
         L + 40
-      }" y2="${ly}" stroke="${color}" stroke-width="2"/>`,
-      `<text x="${L + 46}" y="${ly + 4}">${label}</text>`,
+      }" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`,
+      `<text x="${L + 46}" y="${ly + 4}">${esc(line.label)}</text>`,
     );
   });
   parts.push("</svg>");

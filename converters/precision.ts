@@ -1,0 +1,125 @@
+/**
+ * Numeric precision of an exported model, per part: what each tensor group
+ * becomes in a `q8` or `q4` variant (SPEC §8). This is part of the model
+ * description, so the graph builder (which emits the quantized operators) and
+ * the reference runtime (which computes the same arithmetic) read one table.
+ *
+ * @example
+ * ```ts
+ * import { parseVariant, variantName } from "./precision.ts";
+ * const v = parseVariant({ auxiliary: "q8", base: "q4" });
+ * console.log(variantName(v)); // "aux-q8_base-q4"
+ * ```
+ *
+ * @module
+ */
+
+import type { BlockQuant } from "./quant.ts";
+
+/** The precisions a part of the model can be exported in. */
+export const PRECISIONS = ["fp32", "q8", "q4"] as const;
+
+/** One of {@link PRECISIONS}. */
+export type Precision = typeof PRECISIONS[number];
+
+/** The precision of each part of a variant. */
+export interface VariantPrecision {
+  /** The auxiliary transformer (its prompt pass is compute-bound). */
+  auxiliary: Precision;
+  /** The base transformer (its last-token pass and every decode step are memory-bound). */
+  base: Precision;
+}
+
+/** Whether a string names a precision. */
+export function isPrecision(value: unknown): value is Precision {
+  return typeof value === "string" && (PRECISIONS as readonly string[]).includes(value);
+}
+
+/** The variant's name: the precision when both parts share it, else `aux-X_base-Y`. */
+export function variantName(v: VariantPrecision): string {
+  return v.auxiliary === v.base ? v.base : `aux-${v.auxiliary}_base-${v.base}`;
+}
+
+/** Checks both parts' precisions; returns a copy. */
+export function parseVariant(v: { auxiliary: string; base: string }): VariantPrecision {
+  for (const part of ["auxiliary", "base"] as const) {
+    if (!isPrecision(v[part])) {
+      throw new RangeError(
+        `unknown precision '${v[part]}' for the ${part} model (expected one of ${
+          PRECISIONS.join(", ")
+        })`,
+      );
+    }
+  }
+  return { auxiliary: v.auxiliary as Precision, base: v.base as Precision };
+}
+
+/** A variant's precisions back from its name (`q4`, `aux-q8_base-q4`); undefined if malformed. */
+export function variantFromName(name: string): VariantPrecision | undefined {
+  if (isPrecision(name)) return { auxiliary: name, base: name };
+  const m = /^aux-(\w+)_base-(\w+)$/.exec(name);
+  if (!m || !isPrecision(m[1]) || !isPrecision(m[2])) return undefined;
+  return { auxiliary: m[1], base: m[2] };
+}
+
+/** Tensor groups whose storage a precision decides. */
+export type TensorGroup = "linear" | "classifier" | "embedding" | "predictor" | "norm";
+
+/** The ONNX Runtime operators a quantized group runs as. */
+export type QuantOp = "MatMulNBits" | "DynamicQuantizeMatMul";
+
+/** A tensor group's quantization: the operator and the weights' scheme. */
+export interface GroupQuant extends BlockQuant {
+  /**
+   * `MatMulNBits`: block-wise weights, activations quantized to int8 per row
+   * and block at run time (`accuracy_level` 4). `DynamicQuantizeMatMul`:
+   * per-channel int8 weights (`blockSize` is the row length), activations
+   * quantized to uint8 per tensor at run time (as ONNX Runtime's
+   * `quantize_dynamic` does): the fastest int8 GEMM for long prompts.
+   */
+  op: QuantOp;
+}
+
+/**
+ * What each precision does to each tensor group, or float32 when absent
+ * (measured choices: see the README's "Precision variants"). The embedding
+ * Gather, the predictor (a few MB, run once per prompt) and the norms stay
+ * float32 everywhere. The classifier — OpenELM ties it to the embedding, so
+ * it is a second, quantized copy — is 8-bit block-wise in both `q8` and
+ * `q4`: the first token is decided there, and per-row activations keep it
+ * independent of the other prompts in a batch.
+ */
+export const PRECISION_PLAN: Readonly<
+  Record<Precision, Partial<Record<TensorGroup, Omit<GroupQuant, "blockSize">>>>
+> = {
+  fp32: {},
+  q8: {
+    linear: { op: "DynamicQuantizeMatMul", bits: 8, symmetric: true },
+    classifier: { op: "MatMulNBits", bits: 8, symmetric: true },
+  },
+  q4: {
+    linear: { op: "MatMulNBits", bits: 4, symmetric: false },
+    classifier: { op: "MatMulNBits", bits: 8, symmetric: true },
+  },
+};
+
+/** The default block size of every quantized group. */
+export const DEFAULT_BLOCK_SIZE = 32;
+
+/** int8 activations per block: ONNX Runtime's `MatMulNBits` `accuracy_level` 4. */
+export const ACCURACY_LEVEL = 4;
+
+/**
+ * The quantization of one group at one precision for weights of `k` input
+ * features (undefined: float32). Per-channel groups get `blockSize = k`.
+ */
+export function groupQuant(
+  precision: Precision,
+  group: TensorGroup,
+  k: number,
+  blockSize = DEFAULT_BLOCK_SIZE,
+): GroupQuant | undefined {
+  const q = PRECISION_PLAN[precision][group];
+  if (!q) return undefined;
+  return { ...q, blockSize: q.op === "DynamicQuantizeMatMul" ? k : blockSize };
+}

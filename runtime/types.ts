@@ -1,0 +1,74 @@
+/**
+ * The one interface both runtimes implement — the reference runtime
+ * computing from the checkpoint, and ONNX Runtime on an exported bundle — so
+ * validation, generation and benchmarks drive either the same way.
+ *
+ * @example
+ * ```ts
+ * import type { KvpRuntime } from "./types.ts";
+ * async function firstTokens(model: KvpRuntime, prompts: number[][]) {
+ *   const step = await model.prefill(model.batch(prompts), "kvp");
+ *   return step.logits.length / prompts.length; // the vocabulary size
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import type { KvpDescription } from "../converters/model.ts";
+import type { PromptBatch } from "./batch.ts";
+import type { GenerateResult } from "./greedy.ts";
+
+/** Prefill with KV prediction (`kvp`) or with the base model alone (`base`). */
+export type Mode = "kvp" | "base";
+
+/** One layer's cache: `[batch, kvHeads, length, headDim]` each, keys after `k_norm` and RoPE. */
+export interface LayerCache {
+  /** Keys, after `k_norm` and RoPE. */
+  key: Float32Array;
+  /** Values. */
+  value: Float32Array;
+  /** Cached positions per row. */
+  length: number;
+}
+
+/** What every prefill and decode step returns. */
+export interface Step {
+  /** Rows in the batch. */
+  batch: number;
+  /** `[batch, cache length]` attention mask. */
+  mask: Uint8Array;
+  /** `[batch, vocab]` logits of each row's last position. */
+  logits: Float32Array;
+}
+
+/** Options for {@link KvpRuntime.generate}. */
+export interface GenerateOptions {
+  /** Prefill with KV prediction (default) or the base model alone. */
+  mode?: Mode;
+  /** Tokens to generate per prompt (≥ 1). Default 16. */
+  maxNewTokens?: number;
+}
+
+/** A KV-prediction model that can be run: prefill, decode, generate, release. */
+export interface KvpRuntime<S extends Step = Step> {
+  /** The model's sizes and mapping. */
+  readonly description: KvpDescription;
+  /** Validates and left-pads prompts for this model's vocabulary. */
+  batch(prompts: readonly number[][]): PromptBatch;
+  /** Makes `mode` ready to run (loads a graph), so timing starts at the prompt. */
+  prepare(mode: Mode): Promise<void>;
+  /** Prefill of a padded batch: KV prediction or base-only. */
+  prefill(input: PromptBatch, mode: Mode): S | Promise<S>;
+  /**
+   * Appends `tokens` (`[batch, seq]`) to the base model's cache. Decoding is
+   * base-only in both modes; `mode` says which graph runs it where that matters.
+   */
+  decode(state: S, tokens: Int32Array, seq?: number, mode?: Mode): S | Promise<S>;
+  /** The base model's cache held by a state, per layer, as float32. */
+  cache(state: S): LayerCache[];
+  /** Greedy generation for a batch of prompts (left-padded together). */
+  generate(prompts: readonly number[][], options?: GenerateOptions): Promise<GenerateResult>;
+  /** Frees what the runtime holds (sessions, buffers). */
+  release(): Promise<void>;
+}
