@@ -123,6 +123,7 @@ export const CHECKPOINT_OPTIONS = {
   predictor: { type: "string" },
   mapping: { type: "string" },
   "allow-nonfinite": { type: "boolean" },
+  "state-key": { type: "string" },
 } as const;
 
 /** Help lines for {@link CHECKPOINT_OPTIONS}. */
@@ -132,7 +133,10 @@ export const CHECKPOINT_HELP = `Checkpoint (one combined CoreNet file, or three 
                       the three parts as separate safetensors files
   --mapping 0,0,1,1   auxiliary layer for each base layer (default: the file's
                       metadata, else the only mapping the predictor's shapes allow)
-  --allow-nonfinite   accept NaN/Inf weights (default: refuse, naming the tensor)`;
+  --allow-nonfinite   accept NaN/Inf weights (default: refuse, naming the tensor)
+  --state-key KEY     PyTorch .pt files: the top-level key holding the state dict
+                      (default: the top level, else model_state_dict,
+                      ema_state_dict or state_dict, whichever holds tensors)`;
 
 /** Whether any checkpoint file option was given. */
 export function hasCheckpoint(
@@ -150,16 +154,19 @@ export function checkpointSources(
     aux?: string;
     predictor?: string;
     "allow-nonfinite"?: boolean;
+    "state-key"?: string;
   },
 ): CheckpointSources {
   const parts = [values.base, values.aux, values.predictor];
   const allowNonfinite = values["allow-nonfinite"] ?? false;
+  const stateKey = values["state-key"] === undefined ? {} : { stateKey: values["state-key"] };
   if (values.checkpoint && parts.some(Boolean)) {
     throw new UsageError(`${command}: give --checkpoint, or --base/--aux/--predictor, not both`);
   }
-  if (values.checkpoint) return { checkpoint: values.checkpoint, allowNonfinite };
+  if (values.checkpoint) return { checkpoint: values.checkpoint, allowNonfinite, ...stateKey };
   if (parts.every(Boolean)) {
-    return { base: values.base, aux: values.aux, predictor: values.predictor, allowNonfinite };
+    const { base, aux, predictor } = values;
+    return { base, aux, predictor, allowNonfinite, ...stateKey };
   }
   if (parts.some(Boolean)) {
     const missing = ["--base", "--aux", "--predictor"].filter((_, i) => !parts[i]);

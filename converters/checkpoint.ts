@@ -1,7 +1,8 @@
 /**
- * Opens the safetensors files of a checkpoint (one combined CoreNet file, or
- * separate base / auxiliary / predictor files) and indexes every tensor under
- * its canonical name. Nothing is read beyond the headers until asked.
+ * Opens the files of a checkpoint (one combined CoreNet file, or separate
+ * base / auxiliary / predictor files; safetensors or PyTorch torch.save zips)
+ * and indexes every tensor under its canonical name. Nothing is read beyond
+ * the headers (for torch files: the zip directory and `data.pkl`) until asked.
  *
  * @example
  * ```ts
@@ -16,7 +17,7 @@
 
 import { CheckpointError } from "./errors.ts";
 import { canonicalName, combinedRole, type FileRole } from "./names.ts";
-import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
+import { openTensorFile, type TensorFile, type TensorInfo } from "./tensor_file.ts";
 
 /** Where a checkpoint's tensors are. Give `checkpoint`, or the three parts, or `files`. */
 export interface CheckpointSources {
@@ -29,11 +30,17 @@ export interface CheckpointSources {
   files?: string[];
   /** Accept NaN and ±Inf in weights (default: a CheckpointError naming the tensor). */
   allowNonfinite?: boolean;
+  /**
+   * For torch.save files: the top-level key holding the state dict (default:
+   * the top level, else the one of `model_state_dict`, `ema_state_dict`,
+   * `state_dict` that holds tensors).
+   */
+  stateKey?: string;
 }
 
 /** A tensor located in a file. */
 export interface TensorRef {
-  file: SafetensorsFile;
+  file: TensorFile;
   info: TensorInfo;
 }
 
@@ -44,7 +51,7 @@ export class CheckpointIndex {
   /** `file: name` of every tensor whose name kvpred does not recognise. */
   readonly unrecognised: string[] = [];
   /** File → role it was read as. */
-  readonly roles: Map<SafetensorsFile, FileRole> = new Map();
+  readonly roles: Map<TensorFile, FileRole> = new Map();
 
   constructor(
     /** Whether reads accept NaN and ±Inf. */
@@ -52,7 +59,7 @@ export class CheckpointIndex {
   ) {}
 
   /** The files in the order they were given. */
-  get files(): SafetensorsFile[] {
+  get files(): TensorFile[] {
     return [...this.roles.keys()];
   }
 
@@ -98,7 +105,7 @@ export class CheckpointIndex {
   }
 
   /** Adds every tensor of `file`, read as `role`. */
-  add(file: SafetensorsFile, role: FileRole): void {
+  add(file: TensorFile, role: FileRole): void {
     this.roles.set(file, role);
     for (const info of file.tensors.values()) {
       const name = canonicalName(info.name, role);
@@ -135,14 +142,14 @@ function checkFinite(values: Float32Array, what: string): void {
 }
 
 /** The role a file's names suggest: combined, predictor, or a bare transformer. */
-function detectRole(file: SafetensorsFile): FileRole | "transformer" {
+function detectRole(file: TensorFile): FileRole | "transformer" {
   const names = [...file.tensors.keys()];
   if (names.some((n) => combinedRole(n) !== undefined)) return "combined";
   if (names.some((n) => /(^|\.)(key|value)_transforms\.\d+\./.test(n))) return "predictor";
   return "transformer";
 }
 
-function tensorBytes(file: SafetensorsFile): number {
+function tensorBytes(file: TensorFile): number {
   let total = 0;
   for (const t of file.tensors.values()) total += t.size;
   return total;
@@ -156,16 +163,16 @@ export async function openCheckpoint(sources: CheckpointSources): Promise<Checkp
   if (sources.aux) parts.push([sources.aux, "auxiliary"]);
   if (sources.predictor) parts.push([sources.predictor, "predictor"]);
   const index = new CheckpointIndex(sources.allowNonfinite);
-  const opened: SafetensorsFile[] = [];
+  const opened: TensorFile[] = [];
   try {
     for (const [path, role] of parts) {
-      const file = await SafetensorsFile.open(path);
+      const file = await openTensorFile(path, { stateKey: sources.stateKey });
       opened.push(file);
       index.add(file, role);
     }
-    const bare: SafetensorsFile[] = [];
+    const bare: TensorFile[] = [];
     for (const path of sources.files ?? []) {
-      const file = await SafetensorsFile.open(path);
+      const file = await openTensorFile(path, { stateKey: sources.stateKey });
       opened.push(file);
       const role = detectRole(file);
       if (role === "transformer") bare.push(file);

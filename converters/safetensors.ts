@@ -18,6 +18,8 @@ import { decodeFloats, type Dtype, DTYPE_SIZE, FLOAT_DTYPES, isDtype } from "./_
 import { CheckpointError } from "./errors.ts";
 import { checkJsonKeys } from "./_json.ts";
 import { type ByteSource, fileSource } from "./_source.ts";
+import type { TensorFile } from "./tensor_file.ts";
+import { rawPickleError } from "./torch.ts";
 
 export type { Dtype } from "./_dtype.ts";
 
@@ -146,7 +148,7 @@ function checkNoOverlap(path: string, infos: TensorInfo[]): void {
 }
 
 /** An open safetensors file: its validated header and positional tensor reads. */
-export class SafetensorsFile {
+export class SafetensorsFile implements TensorFile {
   private scratch = new Uint8Array(0);
 
   private constructor(
@@ -185,7 +187,7 @@ export class SafetensorsFile {
         throw new CheckpointError(`${path}: truncated: ${size} bytes, no 8-byte header length`);
       }
       const lengthBytes = await readAt(source, path, 0, 8);
-      refusePickle(path, lengthBytes);
+      await refusePickle(path, source, lengthBytes);
       const n = new DataView(lengthBytes.buffer).getBigUint64(0, true);
       if (n > BigInt(size - 8)) {
         throw new CheckpointError(
@@ -274,17 +276,20 @@ async function readAt(
   return out;
 }
 
-/** Says what a PyTorch pickle or zip checkpoint is, instead of parsing it (never unpickled). */
-function refusePickle(path: string, first: Uint8Array): void {
+/**
+ * Refuses what is not safetensors but a PyTorch file: a torch.save zip (read
+ * those with `openTensorFile` or `TorchFile`), or a raw pickle (never read).
+ */
+async function refusePickle(path: string, source: ByteSource, first: Uint8Array): Promise<void> {
   const zip = first[0] === 0x50 && first[1] === 0x4b && first[2] === 0x03 && first[3] === 0x04;
   const pickle = first[0] === 0x80 && first[1] >= 2 && first[1] <= 5;
-  if (!zip && !pickle) return;
-  throw new CheckpointError(
-    `${path}: this is a PyTorch ${
-      zip ? "zip (torch.save)" : "pickle"
-    } checkpoint, not safetensors; ` +
-      "kvpred never unpickles. Convert it where you trust it: " +
-      `python -c "import torch, safetensors.torch as st; ` +
-      `st.save_file(torch.load('${path}', weights_only=True), 'model.safetensors')"`,
-  );
+  if (pickle) {
+    throw rawPickleError(path, await readAt(source, path, 0, Math.min(source.size, 16)));
+  }
+  if (zip) {
+    throw new CheckpointError(
+      `${path}: this is a PyTorch zip (torch.save) checkpoint, not safetensors; ` +
+        "open it with openTensorFile (converters/tensor_file.ts), which never unpickles",
+    );
+  }
 }

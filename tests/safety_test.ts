@@ -44,8 +44,19 @@ Deno.test("non-finite weights are refused, naming the tensor, unless --allow-non
   assert.equal(allowed.code, 0, allowed.stderr);
 });
 
-Deno.test("PyTorch pickles and zips are named, never unpickled", async () => {
+Deno.test("PyTorch files are never unpickled: zips go through an allowlist, raw pickles are refused", async () => {
   await using tmp = await tempDir();
+  // A torch.save zip whose state dict holds os.system('touch …') (tests/fixtures/torch/evil.pt).
+  const evil = new URL("./fixtures/torch/evil.pt", import.meta.url).pathname;
+  const marker = "/tmp/kvpred-evil-pt-ran";
+  await Deno.remove(marker).catch(() => {});
+  for (const args of [["inspect", evil], ["generate", "--checkpoint", evil, "--ids", "1"]]) {
+    await refuses(
+      args,
+      /evil\.pt: evil\/data\.pkl: refuses the global 'posix\.system'.*nothing was run/,
+    );
+  }
+  assert.equal(await Deno.stat(marker).then(() => true, () => false), false, "nothing ran");
   await Deno.writeFile(
     `${tmp.path}/model.pt`,
     new Uint8Array([0x50, 0x4b, 0x03, 0x04, 0, 0, 0, 0, 1, 2]),
@@ -56,11 +67,11 @@ Deno.test("PyTorch pickles and zips are named, never unpickled", async () => {
   );
   await refuses(
     ["inspect", `${tmp.path}/model.pt`],
-    /model\.pt: this is a PyTorch zip \(torch\.save\) checkpoint, not safetensors; kvpred never unpickles/,
+    /model\.pt: zip end-of-directory record not found/,
   );
   await refuses(
     ["inspect", `${tmp.path}/model.bin`],
-    /model\.bin: this is a PyTorch pickle checkpoint.*safetensors\.torch/,
+    /model\.bin: a raw pickle, not a torch\.save zip; kvpred never unpickles raw pickles\. Re-save it .*_use_new_zipfile_serialization=True\)" \(or convert it to safetensors\)/,
   );
 });
 
