@@ -1,0 +1,22 @@
+/**
+ * The error thrown for an unreadable, malformed or unsupported
+ * `tokenizer.json`. The message names the file and what was expected, on one
+ * line.
+ *
+ * @example
+ * ```ts
+ * import { TokenizerError } from "./errors.ts";
+ * try {
+ *   throw new TokenizerError("tokenizer.json: model: expected an object");
+ * } catch (e) {
+ *   console.log(e instanceof TokenizerError, (e as Error).name);
+ * }
+ * ```
+ *
+ * @module
+ */
+
+/** A tokenizer file is unreadable, malformed or of an unsupported kind. */
+export class TokenizerError extends Error {
+  override name = "TokenizerError";
+}
