@@ -217,6 +217,12 @@ export class GraphBuilder {
     return name;
   }
 
+  /** An initializer of any element type stored inline from its raw little-endian bytes. */
+  constantBytes(name: string, type: ElemType, bytes: Uint8Array, dims: number[]): string {
+    this.shared.initializers.push({ name, dims, dataType: ELEM[type], rawData: bytes });
+    return name;
+  }
+
   /** An initializer (float32 unless said) whose bytes live in an external data file. */
   external(name: string, dims: number[], ref: ExternalRef, type: ElemType = "float32"): string {
     this.shared.initializers.push({

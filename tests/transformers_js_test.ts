@@ -1,12 +1,16 @@
 /**
  * The bundle is a drop-in for an existing JavaScript runtime: transformers.js
  * loads it from a local folder (no network) as an `openelm` model, and its
- * generate() reproduces CoreNet's KV-prediction tokens.
+ * generate() reproduces CoreNet's KV-prediction tokens (fp32) and kvpred's
+ * own ONNX Runtime tokens (quantized variants, chosen by `dtype` or, for a
+ * mixed one, by `model_file_name`).
  */
 
 import assert from "node:assert/strict";
 import { AutoModelForCausalLM, env, Tensor } from "@huggingface/transformers";
+import { ALL_VARIANTS } from "../cli/_dtype.ts";
 import { convert } from "../graphs/bundle.ts";
+import { OrtModel } from "../runtime/ort.ts";
 import { expected, FIXTURE, tempDir } from "./_helpers.ts";
 
 Deno.test("transformers.js generate() on the bundle returns the fixture's kvp.generated", async () => {
@@ -31,4 +35,39 @@ Deno.test("transformers.js generate() on the bundle returns the fixture's kvp.ge
   const want = await exp.ints("kvp.generated");
   assert.deepEqual(rows, [want.slice(0, 6), want.slice(6)]);
   await model.dispose();
+});
+
+Deno.test("transformers.js loads the q8, q4 and mixed variants and reproduces kvpred's ONNX Runtime tokens", async () => {
+  await using tmp = await tempDir();
+  const dir = `${tmp.path}/tiny-kvp-quant`;
+  await convert({ checkpoint: FIXTURE }, { out: dir, variants: ALL_VARIANTS.slice() });
+  env.allowRemoteModels = false;
+  env.allowLocalModels = true;
+  env.localModelPath = `${tmp.path}/`;
+  const exp = await expected();
+  const ids = exp.prompts.flat();
+  // [transformers.js options, kvpred variant]: the mixed one by its documented file name.
+  const cases: [Record<string, string>, string][] = [
+    [{ dtype: "q8" }, "q8"],
+    [{ dtype: "q4" }, "q4"],
+    [{ dtype: "fp32", model_file_name: "model_aux-q8_base-q4" }, "aux-q8_base-q4"],
+  ];
+  for (const [options, variant] of cases) {
+    const model = await AutoModelForCausalLM.from_pretrained("tiny-kvp-quant", {
+      ...options,
+      device: "cpu",
+    });
+    const out = await model.generate({
+      input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [2, 9]),
+      attention_mask: new Tensor("int64", new BigInt64Array(18).fill(1n), [2, 9]),
+      max_new_tokens: 6,
+      do_sample: false,
+    }) as Tensor;
+    await model.dispose();
+    const rows = (out.tolist() as bigint[][]).map((r) => r.slice(9).map(Number));
+    const ours = await OrtModel.load(dir, { variant });
+    const want = await ours.generate(exp.prompts, { maxNewTokens: 6 });
+    await ours.release();
+    assert.deepEqual(rows, want.tokens, variant);
+  }
 });
