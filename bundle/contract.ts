@@ -26,6 +26,8 @@ export const BUNDLE_FORMAT = 2;
 export const MANIFEST_FILE = "kvpred.json";
 /** transformers.js's model configuration, at the bundle's root. */
 export const CONFIG_FILE = "config.json";
+/** The tokenizer, at the bundle's root (Hugging Face format). */
+export const TOKENIZER_FILE = "tokenizer.json";
 
 /** Graph input and output names (SPEC §5), the same in every variant. */
 export const IO = {
@@ -153,6 +155,12 @@ export interface BundleManifest {
   prefillFlops: PrefillFlops[];
   /** The conversion accepted NaN/Inf weights. */
   allowNonfinite: boolean;
+  /**
+   * The tokenizer files written beside config.json (`tokenizer.json`,
+   * `tokenizer_config.json`, `generation_config.json`) and where they came
+   * from; absent when the model's vocabulary fits no known tokenizer.
+   */
+  tokenizer?: { source: string; files: string[] };
   /** Bundle-relative path → sha256 of every other file in the bundle. */
   files: Record<string, string>;
 }

@@ -47,8 +47,11 @@ for a mixed variant (load it with model_file_name "model_aux-X_base-Y").
 q8 and q4 quantize the linear layers block-wise for ONNX Runtime's
 MatMulNBits (8 bits symmetric / 4 bits with zero points) with int8
 activations; the LM head is 8-bit in both; embeddings, predictor and norms
-stay float32. Everything is written under a temporary name beside DIR and
-renamed when complete; an interrupted or failed conversion leaves nothing.
+stay float32. The tokenizer (tokenizer.json, tokenizer_config.json,
+generation_config.json) goes beside config.json, so transformers.js's
+text-generation pipeline runs on the folder. Everything is written under a
+temporary name beside DIR and renamed when complete; an interrupted or failed
+conversion leaves nothing.
 
 ${CHECKPOINT_HELP}
 Options:
@@ -57,6 +60,8 @@ ${DTYPE_HELP}
   --aux-dtype P       add a mixed variant: the auxiliary model at P (fp32, q8, q4)
   --base-dtype P      … and the base model at P (e.g. --aux-dtype q8 --base-dtype q4)
   --block-size N      weights per quantization block, a power of two ≥ 16 (default 32)
+  --tokenizer F       a Hugging Face tokenizer.json to ship (default: the built-in
+                      LLaMA-2 tokenizer when the vocabulary has its 32000 tokens)
   --force             replace an existing DIR (only once the new bundle is complete)`,
   async run(args) {
     const { values } = parse("convert", args, {
@@ -67,6 +72,7 @@ ${DTYPE_HELP}
       "aux-dtype": { type: "string" },
       "base-dtype": { type: "string" },
       "block-size": { type: "string" },
+      tokenizer: { type: "string" },
     });
     if (!values.out) throw new UsageError("convert: --out DIR is required");
     const variants = parseVariants(values);
@@ -85,6 +91,7 @@ ${DTYPE_HELP}
         mapping,
         variants,
         blockSize,
+        tokenizer: values.tokenizer,
         onProgress: bar,
         signal: controller.signal,
       });

@@ -123,7 +123,8 @@ last token. Prints both, their ratio and the parameter counts.
 
 ${CHECKPOINT_HELP}
 Options:
-  --bundle DIR        read the model from a bundle's manifest instead
+  --bundle DIR        read the model from a bundle's manifest instead (and list its
+                      precision variants with their weight bytes)
   --base-config NAME, --aux-config NAME
                       named OpenELM configs (see 'kvpred synth --help'), no file needed
   --vocab N           vocabulary for named configs (default 32000)
@@ -147,14 +148,22 @@ Options:
     const length = parsePositive(values["prompt-length"], "--prompt-length", 0);
     const batch = parsePositive(values.batch, "--batch", 1);
     const desc = await describeFrom("flops", values);
+    const variants = values.bundle ? (await readManifest(values.bundle)).variants : [];
     const flops = prefillFlops(desc, length, batch);
     const parameters = {
       base: desc.base.parameterCount,
       auxiliary: desc.auxiliary.parameterCount,
       predictor: desc.predictorParameterCount,
     };
+    const weightBytes = Object.fromEntries(variants.map((v) => [v.name, v.weightBytes]));
     if (values.json) {
-      console.log(JSON.stringify({ ...flops, parameters }, null, 2));
+      console.log(
+        JSON.stringify(
+          { ...flops, parameters, ...(values.bundle ? { weightBytes } : {}) },
+          null,
+          2,
+        ),
+      );
       return 0;
     }
     const n = (v: number) => v.toLocaleString("en-US");
@@ -170,6 +179,14 @@ Options:
         n(parameters.predictor)
       }`,
     );
+    for (const v of variants) {
+      console.log(
+        `variant ${v.name}: ${(v.weightBytes / 1e6).toFixed(1)} MB of weights (${
+          v.scheme.filter((g) => g.bits < 32).map((g) => `${g.group} ${g.bits}-bit`).join(", ") ||
+          "all float32"
+        })`,
+      );
+    }
     return 0;
   },
 };

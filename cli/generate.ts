@@ -21,6 +21,8 @@ import { findVariant, manifestSources, readManifest } from "../bundle/manifest.t
 import { verifyBundle } from "../bundle/verify.ts";
 import { variantFromName } from "../converters/precision.ts";
 import { bundleVariants, parseBlockSize } from "./_dtype.ts";
+import { chooseTokenizer } from "./_text.ts";
+import { describeFrom } from "./flops.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { progressBar } from "./_progress.ts";
 import type { GenerateResult } from "../runtime/greedy.ts";
@@ -47,15 +49,19 @@ export const generate: Command = {
   name: "generate",
   summary: "greedy generation with KV prediction or the base model",
   help: `Usage: kvpred generate (--checkpoint F | --base F --aux F --predictor F | --bundle DIR)
-                        --ids 1,2,3 [--ids 4,5 …] [options]
+                        (--prompt "text" … | --ids 1,2,3 …) [options]
 
-Runs greedy generation. Each --ids is one prompt; prompts of different lengths
-are left-padded into one batch. With --bundle, ONNX Runtime runs the exported
+Runs greedy generation. Each --prompt or --ids is one prompt; prompts of
+different lengths are left-padded into one batch. Text is tokenized with
+--tokenizer, else the bundle's tokenizer.json, else the built-in LLaMA-2
+tokenizer (OpenELM's; BOS first), and a prompt stops at EOS. With --bundle, ONNX Runtime runs the exported
 graphs (model.onnx for kvp, model_base.onnx for base); --runtime reference
 with --bundle runs the reference runtime on the checkpoint the bundle records.
 
 ${CHECKPOINT_HELP}
 Options:
+  --prompt "text"     a prompt as text (repeat for a batch); prints the continuation
+  --tokenizer F       a Hugging Face tokenizer.json for --prompt
   --ids 1,2,3         a prompt as token ids (repeat for a batch)
   --max-new-tokens N  tokens to generate per prompt (default 16)
   --mode kvp|base     prefill with KV prediction (default) or the base model alone
@@ -66,7 +72,8 @@ Options:
   --block-size N      with a checkpoint and a quantized --dtype: block size (default 32)
   --runtime R         reference or ort (default: ort with --bundle, else reference)
   --no-verify         with --bundle: skip the sha256 integrity check
-  --json              print {"mode","runtime","dtype","tokens","ttft_ms"}
+  --json              print {"mode","runtime","dtype","tokens","ttft_ms"}, with --prompt
+                      also "prompt_ids" and "text"
   --logits            with --json: add "first_logits" (a vocabulary of floats per prompt)`,
   async run(args) {
     const { values } = parse("generate", args, {
@@ -81,6 +88,8 @@ Options:
       "no-verify": { type: "boolean" },
       json: { type: "boolean" },
       logits: { type: "boolean" },
+      prompt: { type: "string", multiple: true },
+      tokenizer: { type: "string" },
     });
     const mode = parseChoice(values.mode, "--mode", MODES, "kvp");
     const runtime = parseChoice(
@@ -90,12 +99,34 @@ Options:
       values.bundle ? "ort" : "reference",
     );
     const maxNewTokens = parsePositive(values["max-new-tokens"], "--max-new-tokens", 16);
-    const prompts = (values.ids ?? []).map((v) => parseIds(v));
-    if (prompts.length === 0) throw new UsageError("generate: no prompt given: use --ids 1,2,3");
+    const texts = values.prompt ?? [];
+    if (texts.length && values.ids) {
+      throw new UsageError("generate: give --prompt or --ids, not both");
+    }
+    if (!texts.length && !values.ids) {
+      throw new UsageError('generate: no prompt given: use --prompt "text" or --ids 1,2,3');
+    }
     const given = hasCheckpoint(values);
     if (given && values.bundle) {
       throw new UsageError("generate: give a checkpoint or --bundle, not both");
     }
+    // Text is tokenized with the model's tokenizer, chosen from the headers alone.
+    const tokenizer = texts.length
+      ? await chooseTokenizer({
+        tokenizer: values.tokenizer,
+        bundle: values.bundle,
+        vocabSize: (await describeFrom("generate", values)).base.vocabSize,
+      })
+      : undefined;
+    const prompts = tokenizer
+      ? texts.map((t) => tokenizer.encode(t))
+      : (values.ids ?? []).map((v) => parseIds(v));
+    const eosTokenId = tokenizer?.eosTokenId;
+    // The text after the prompt, decoded in context (a leading space is kept).
+    const continuation = (prompt: number[], generated: number[]) => {
+      const before = tokenizer!.decode(prompt);
+      return tokenizer!.decode([...prompt, ...generated]).slice(before.length);
+    };
     // Prompts and lengths are checked against the model before any weight is read.
     const check = (d: KvpDescription) => {
       padPrompts(prompts, d.base.vocabSize);
@@ -123,7 +154,7 @@ Options:
       });
       bar.done();
       try {
-        result = await model.generate(prompts, { mode, maxNewTokens });
+        result = await model.generate(prompts, { mode, maxNewTokens, eosTokenId });
       } finally {
         await model.release();
       }
@@ -158,19 +189,27 @@ Options:
         blockSize,
       });
       for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);
-      result = await model.generate(prompts, { mode, maxNewTokens });
+      result = await model.generate(prompts, { mode, maxNewTokens, eosTokenId });
     }
     if (values.json) {
       console.log(JSON.stringify({
         mode,
         runtime,
         dtype: values.dtype ?? "fp32",
+        ...(tokenizer ? { prompt_ids: prompts } : {}),
         tokens: result.tokens,
+        ...(tokenizer ? { text: result.tokens.map((t, i) => continuation(prompts[i], t)) } : {}),
         ttft_ms: result.ttftMs,
         ...(values.logits ? { first_logits: result.firstLogits.map((l) => Array.from(l)) } : {}),
       }));
     } else {
-      result.tokens.forEach((t, i) => console.log(`prompt ${i}: ${prompts[i]} → ${t.join(" ")}`));
+      result.tokens.forEach((t, i) =>
+        console.log(
+          tokenizer
+            ? `${texts[i]}${continuation(prompts[i], t)}`
+            : `prompt ${i}: ${prompts[i]} → ${t.join(" ")}`,
+        )
+      );
       console.log(`time to first token: ${result.ttftMs.toFixed(2)} ms (${mode}, ${runtime})`);
     }
     return 0;

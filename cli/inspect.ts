@@ -12,6 +12,8 @@
  * @module
  */
 
+import type { BundleManifest } from "../bundle/contract.ts";
+import { readManifest } from "../bundle/manifest.ts";
 import { type CheckpointIndex, openCheckpoint } from "../converters/checkpoint.ts";
 import { AmbiguousMappingError, describeKvp, describeTransformer } from "../converters/describe.ts";
 import type { KvpDescription, Part, TransformerDescription } from "../converters/model.ts";
@@ -123,18 +125,58 @@ export function formatReport(r: InspectReport): string {
   return lines.join("\n");
 }
 
+/** A bundle's model and precision variants, for a person. */
+export function formatBundle(dir: string, m: BundleManifest): string {
+  const lines = [
+    `${dir}: a kvpred bundle (format ${m.format}) made from ${
+      m.sources.map((s) => s.path).join(", ")
+    }`,
+    formatModel("base", m.model.base),
+    formatModel("auxiliary", m.model.auxiliary),
+    `mapping (${m.model.mappingSource}): ${m.model.mapping.join(",")}`,
+    "variants:",
+  ];
+  for (const v of m.variants) {
+    lines.push(
+      `  ${v.name.padEnd(16)} ${
+        (v.weightBytes / 1e6).toFixed(1).padStart(9)
+      } MB  ${v.graphs.kvp.file}, ${v.graphs.base.file}`,
+    );
+    for (const g of v.scheme.filter((g) => g.bits < 32)) {
+      lines.push(
+        `      ${g.group}: ${g.op.replace("com.microsoft.", "")} ${g.bits}-bit ${g.weights ?? ""}${
+          g.symmetric === false ? " with zero points" : ""
+        }; activations ${g.activations}`,
+      );
+    }
+  }
+  return lines.join("\n");
+}
+
+/** What a path that is not a checkpoint is, when it can be told: a bundle or an ONNX file. */
+async function otherKind(path: string): Promise<"bundle" | "onnx" | undefined> {
+  try {
+    if ((await Deno.stat(path)).isDirectory) return "bundle";
+  } catch {
+    return undefined;
+  }
+  return path.endsWith(".onnx") || path.endsWith(".onnx_data") ? "onnx" : undefined;
+}
+
 /** The `inspect` command. */
 export const inspect: Command = {
   name: "inspect",
   summary: "show the models, sizes and mapping in a checkpoint",
   help: `Usage: kvpred inspect <file>… [--mapping …] [--json]
        kvpred inspect (--checkpoint F | --base F --aux F --predictor F) [--json]
+       kvpred inspect BUNDLE_DIR [--json]
 
 Reads only the safetensors headers and reports, per model: layers, model and
 head sizes, per-layer query/KV heads and FFN sizes, parameter count, dtype;
 and the auxiliary→base layer mapping when a predictor is present. Files given
 by position are recognised by their tensor names (combined CoreNet file,
 predictor, or transformer; of two transformer files the larger is the base).
+A bundle folder (kvpred convert) shows its model and precision variants.
 
 ${CHECKPOINT_HELP}
   --json              print one JSON object instead of text`,
@@ -146,6 +188,24 @@ ${CHECKPOINT_HELP}
     const given = hasCheckpoint(values);
     if (!given && positionals.length === 0) {
       throw new UsageError("inspect: no files given (see 'kvpred inspect --help')");
+    }
+    if (!given && positionals.length === 1) {
+      const kind = await otherKind(positionals[0]);
+      if (kind === "bundle") {
+        const manifest = await readManifest(positionals[0]);
+        console.log(
+          values.json ? JSON.stringify(manifest, null, 2) : formatBundle(positionals[0], manifest),
+        );
+        return 0;
+      }
+      if (kind === "onnx") {
+        throw new UsageError(
+          `inspect: ${
+            positionals[0]
+          } is an ONNX graph file of a bundle; inspect the bundle folder ` +
+            "that holds it (the one with kvpred.json)",
+        );
+      }
     }
     const sources = given
       ? { ...checkpointSources("inspect", values), files: positionals }

@@ -21,6 +21,7 @@ import { flopsCommand } from "./flops.ts";
 import { synthCommand } from "./synth.ts";
 import { validateCommand } from "./validate.ts";
 import { BundleError } from "../bundle/contract.ts";
+import { TokenizerError } from "../tokenizer/errors.ts";
 
 /** Every subcommand, in help order. */
 export const COMMANDS: readonly Command[] = [
@@ -62,9 +63,14 @@ export async function main(args: string[]): Promise<number> {
 
 /** Prints an error as one line; returns its exit code (2 for usage, 1 otherwise). */
 export function report(e: unknown): number {
-  const known = [UsageError, CheckpointError, InputError, BundleError, InterruptedError].some((c) =>
-    e instanceof c
-  );
+  const known = [
+    UsageError,
+    CheckpointError,
+    InputError,
+    BundleError,
+    InterruptedError,
+    TokenizerError,
+  ].some((c) => e instanceof c);
   const message = e instanceof Error ? e.message : String(e);
   if (known) {
     console.error(`kvpred: ${message}`);

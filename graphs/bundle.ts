@@ -37,6 +37,8 @@ import { sha256File } from "../converters/sha256.ts";
 import { createHash } from "node:crypto";
 import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
 import { isBlockSize, quantizeRows } from "../converters/quant.ts";
+import { LLAMA2_TOKENIZER_JSON, Tokenizer, TokenizerError } from "../tokenizer/llama.ts";
+import { writeTokenizerFiles } from "../tokenizer/files.ts";
 import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
 import { encodeModel } from "./builder.ts";
 import { buildDecoder } from "./decoder.ts";
@@ -64,6 +66,11 @@ export interface ConvertOptions {
   variants?: VariantPrecision[];
   /** Quantization block size of q8/q4 weights (default 32; a power of two ≥ 16). */
   blockSize?: number;
+  /**
+   * A Hugging Face tokenizer.json to ship in the bundle (default: the
+   * built-in LLaMA-2 tokenizer when the vocabulary has its 32000 tokens).
+   */
+  tokenizer?: string;
   /** The layer mapping, overriding metadata and inference. */
   mapping?: number[];
   /** Token ids for config.json (OpenELM's Llama tokenizer: 1 and 2). */
@@ -203,7 +210,7 @@ export function transformersConfig(
   };
 }
 
-/** The source files, hashed; paths relative to the bundle folder `out` when possible. */
+/** The source files, hashed; paths relative to the bundle folder `out` when near it. */
 async function sourceFiles(sources: CheckpointSources, out: string): Promise<SourceFile[]> {
   const roles = [
     ["checkpoint", sources.checkpoint],
@@ -216,10 +223,11 @@ async function sourceFiles(sources: CheckpointSources, out: string): Promise<Sou
   for (const [role, path] of roles) {
     if (!path) continue;
     const abs = await Deno.realPath(path);
+    // Relative when bundle and checkpoint sit side by side (they then move together).
     const rel = relative(bundleDir, abs);
     files.push({
       role,
-      path: isAbsolute(rel) ? abs : rel,
+      path: isAbsolute(rel) || rel.startsWith("../../") ? abs : rel,
       sha256: await sha256File(abs),
       bytes: (await Deno.stat(abs)).size,
     });
@@ -334,6 +342,16 @@ export async function convert(
     }
     const config = transformersConfig(description, options, variants);
     await writeFile(CONFIG_FILE, new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n"));
+    const tokenizer = await bundleTokenizer(description, options);
+    if (tokenizer) {
+      const written = await writeTokenizerFiles(tmp, {
+        tokenizer: tokenizer.path,
+        contextLength: DEFAULT_CONTEXT_LENGTH,
+        bosTokenId: options.bosTokenId ?? 1,
+        eosTokenId: options.eosTokenId ?? 2,
+      });
+      for (const f of written) files[f] = await sha256File(`${tmp}/${f}`);
+    }
     const manifest: BundleManifest = {
       format: BUNDLE_FORMAT,
       toolkit: { name: "kvpred", version: TOOLKIT_VERSION },
@@ -349,6 +367,14 @@ export async function convert(
       io: ioNames(description.base.numLayers),
       prefillFlops: FLOPS_LENGTHS.map((n) => prefillFlops(description, n)),
       allowNonfinite: sources.allowNonfinite ?? false,
+      ...(tokenizer
+        ? {
+          tokenizer: {
+            source: tokenizer.source,
+            files: ["tokenizer.json", "tokenizer_config.json", "generation_config.json"],
+          },
+        }
+        : {}),
       files: Object.fromEntries(Object.entries(files).sort(([a], [b]) => a.localeCompare(b))),
     };
     await Deno.writeTextFile(`${tmp}/${MANIFEST_FILE}`, JSON.stringify(manifest, null, 2) + "\n");
@@ -367,6 +393,26 @@ export async function convert(
   } finally {
     index.close();
   }
+}
+
+/** The tokenizer a bundle ships: the one given, else LLaMA-2's when the vocabulary fits it. */
+async function bundleTokenizer(
+  desc: KvpDescription,
+  options: ConvertOptions,
+): Promise<{ path: string | URL; source: string } | undefined> {
+  if (options.tokenizer) {
+    const tok = await Tokenizer.fromTokenizerJson(options.tokenizer);
+    if (tok.vocabSize > desc.base.vocabSize) {
+      throw new TokenizerError(
+        `${options.tokenizer}: ${tok.vocabSize} tokens, more than the model's vocabulary of ${desc.base.vocabSize}`,
+      );
+    }
+    return { path: options.tokenizer, source: options.tokenizer };
+  }
+  const builtin = await Tokenizer.llama2();
+  return builtin.vocabSize === desc.base.vocabSize
+    ? { path: LLAMA2_TOKENIZER_JSON, source: "built-in LLaMA-2 (OpenELM's tokenizer)" }
+    : undefined;
 }
 
 /** Errors of the file system (as opposed to bad input or a bug). */

@@ -159,7 +159,7 @@ export function layerLinearSpec(
   return linear(layerName(part, i, key), dims, groupQuant(precision, "linear", dims[1], blockSize));
 }
 
-/** A transformer's initializers at one precision. */
+/** A transformer's initializers at one precision (the LM head only for the base model). */
 export function transformerWeights(
   part: Part,
   t: TransformerDescription,
@@ -184,8 +184,9 @@ export function transformerWeights(
     );
   }
   out.push(float(modelName(part, "norm"), [d]));
+  // The auxiliary model's logits are never computed in a graph: its head is not exported.
   const head = headSpec(part, t, precision, blockSize);
-  if (head.name !== out[0].name) out.push(head);
+  if (part === "base" && head.name !== out[0].name) out.push(head);
   return out;
 }
 

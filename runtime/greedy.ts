@@ -42,13 +42,18 @@ export function checkMaxNewTokens(maxNewTokens: number): void {
   }
 }
 
-/** Runs greedy generation over `batch` rows of a `vocab`-wide model. */
+/**
+ * Runs greedy generation over `batch` rows of a `vocab`-wide model. A row
+ * that emits `eosTokenId` stops there (the token kept last); when every row
+ * has stopped, generation ends.
+ */
 export async function greedy<S extends { logits: Float32Array }>(
   batch: number,
   vocab: number,
   maxNewTokens: number,
   prefill: () => S | Promise<S>,
   decode: (state: S, next: Int32Array) => S | Promise<S>,
+  eosTokenId?: number,
 ): Promise<GenerateResult> {
   checkMaxNewTokens(maxNewTokens);
   const start = performance.now();
@@ -60,10 +65,15 @@ export async function greedy<S extends { logits: Float32Array }>(
     (_, b) => step.logits.slice(b * vocab, (b + 1) * vocab),
   );
   const tokens: number[][] = Array.from({ length: batch }, (_, b) => [next[b]]);
-  for (let n = 1; n < maxNewTokens; n++) {
+  const done = tokens.map((t) => t[0] === eosTokenId);
+  for (let n = 1; n < maxNewTokens && !done.every(Boolean); n++) {
     step = await decode(step, next);
     next = argmaxRows(step.logits, batch, vocab);
-    next.forEach((t, b) => tokens[b].push(t));
+    next.forEach((t, b) => {
+      if (done[b]) return;
+      tokens[b].push(t);
+      done[b] = t === eosTokenId;
+    });
   }
   return { tokens, firstLogits, ttftMs };
 }
@@ -84,5 +94,6 @@ export async function generateWith<S extends Step>(
     maxNewTokens,
     () => runtime.prefill(input, mode),
     (step, next) => runtime.decode(step, next, 1, mode),
+    options.eosTokenId,
   );
 }

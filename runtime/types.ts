@@ -48,6 +48,8 @@ export interface GenerateOptions {
   mode?: Mode;
   /** Tokens to generate per prompt (≥ 1). Default 16. */
   maxNewTokens?: number;
+  /** Stop a row at this token (kept as its last); all rows stopped ends generation. */
+  eosTokenId?: number;
 }
 
 /** A KV-prediction model that can be run: prefill, decode, generate, release. */
