@@ -26,7 +26,7 @@ import {
   parsePositive,
   UsageError,
 } from "./_args.ts";
-import { progressBar } from "./_progress.ts";
+import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
 
 const ms = (v: number) => v.toFixed(v < 10 ? 2 : 1);
 const gf = (v: number) => (v / 1e9).toFixed(1);
@@ -132,7 +132,7 @@ Options:
   --runtime ort|reference   which runtime (default ort)
   --reps N                  timed runs per mode and length, ≥ 5 (default 5)
   --plot F.svg              draw TTFT against prompt length
-  --no-verify               skip the bundle's sha256 integrity check
+${verifyHelp(28)}
   --json                    print the report as JSON`,
   async run(args) {
     const { values } = parse("bench", args, {
@@ -143,9 +143,10 @@ Options:
       reps: { type: "string" },
       plot: { type: "string" },
       dtype: { type: "string" },
-      "no-verify": { type: "boolean" },
+      ...VERIFY_OPTIONS,
       json: { type: "boolean" },
     });
+    const verify = verifyMode("bench", values);
     if (!values.bundle) throw new UsageError("bench: --bundle DIR is required");
     if (values.plot !== undefined) await checkPlotPath(values.plot);
     const manifest = await readManifest(values.bundle);
@@ -159,19 +160,18 @@ Options:
     }
     const reps = parsePositive(values.reps, "--reps", 5, 5);
     const runtime = parseChoice(values.runtime, "--runtime", ["ort", "reference"] as const, "ort");
+    const batch = parsePositive(values.batch, "--batch", 1);
     let header = false;
-    const bar = progressBar("verifying bundle");
+    await verifyFromCli(values.bundle, manifest, verify);
     const report = await benchBundle(values.bundle, {
       variants,
       matmulModel,
-      onVerifyProgress: bar,
       promptLengths,
-      batch: parsePositive(values.batch, "--batch", 1),
+      batch,
       reps,
       runtime,
-      verify: !values["no-verify"],
+      verify: false,
       onLength: values.json ? undefined : (r) => {
-        bar.done();
         if (!header) console.log(TABLE_HEADER);
         header = true;
         console.log(formatLength(r));

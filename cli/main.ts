@@ -11,6 +11,7 @@
  */
 
 import { CheckpointError } from "../converters/errors.ts";
+import { fsErrorWords, isFsError } from "../converters/_fs_error.ts";
 import { InputError } from "../runtime/errors.ts";
 import { type Command, UsageError } from "./_args.ts";
 import { convertCommand, InterruptedError } from "./convert.ts";
@@ -55,13 +56,38 @@ export async function main(args: string[]): Promise<number> {
       console.log(command.help);
       return 0;
     }
-    return await command.run(rest);
+    return await command.run(joinNegativeValues(rest));
   } catch (e) {
     return report(e);
   }
 }
 
-/** Prints an error as one line; returns its exit code (2 for usage, 1 otherwise). */
+/**
+ * `--opt -3` → `--opt=-3`: parseArgs takes a value starting with '-' only
+ * after '=', so a negative number would otherwise be reported as a missing
+ * value instead of reaching the option's own check ("must be a whole number
+ * ≥ 1"). Only values that are numbers, or lists of them, are joined.
+ */
+export function joinNegativeValues(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (/^--[\w-]+$/.test(args[i]) && next !== undefined && /^-[\d.][\d.,e+-]*$/.test(next)) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
+}
+
+/**
+ * Prints an error as one line; returns its exit code: 2 for a usage error
+ * (bad options, a token id outside the vocabulary), 130 when interrupted, 1
+ * for any other failure. OS error text never reaches the user: a file-system
+ * error is put in plain words with the path it concerns.
+ */
 export function report(e: unknown): number {
   const known = [
     UsageError,
@@ -71,14 +97,29 @@ export function report(e: unknown): number {
     InterruptedError,
     TokenizerError,
   ].some((c) => e instanceof c);
-  const message = e instanceof Error ? e.message : String(e);
+  const message = plainOsText(e instanceof Error ? e.message : String(e));
   if (known) {
     console.error(`kvpred: ${message}`);
+  } else if (isFsError(e)) {
+    const path = /'([^']*)'$/.exec(e instanceof Error ? e.message : "")?.[1];
+    console.error(`kvpred: ${path ? `${path}: ` : ""}${fsErrorWords(e)}`);
   } else {
     console.error(`kvpred: internal error: ${message.split("\n")[0]}`);
     if (Deno.env.get("KVPRED_DEBUG")) console.error(e);
   }
-  return e instanceof UsageError ? 2 : e instanceof InterruptedError ? 130 : 1;
+  return e instanceof UsageError || e instanceof InputError
+    ? 2
+    : e instanceof InterruptedError
+    ? 130
+    : 1;
+}
+
+/** "No such file or directory (os error 2): open '/x'" inside a message → "no such file". */
+function plainOsText(message: string): string {
+  return message.replace(
+    /[A-Z][a-z/-]*(?: [a-z/-]+){0,5} \(os error \d+\)(: \w+ '[^']*')?/g,
+    (text) => fsErrorWords(new Error(text)),
+  );
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

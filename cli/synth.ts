@@ -60,6 +60,15 @@ Options:
     for (const opt of ["base", "aux", "out"] as const) {
       if (!values[opt]) throw new UsageError(`synth: --${opt} is required`);
     }
+    for (const opt of ["base", "aux"] as const) {
+      if (!Object.hasOwn(OPENELM_CONFIGS, values[opt]!)) {
+        throw new UsageError(
+          `--${opt} '${values[opt]}': unknown config (known: ${
+            Object.keys(OPENELM_CONFIGS).join(", ")
+          })`,
+        );
+      }
+    }
     const dtype = parseChoice(
       values.dtype,
       "--dtype",

@@ -12,6 +12,7 @@
  */
 
 import { readManifest } from "../bundle/manifest.ts";
+import { fsErrorWords } from "../converters/_fs_error.ts";
 import {
   type CaseReport,
   type QualityReport,
@@ -20,6 +21,7 @@ import {
 } from "../runtime/validate.ts";
 import { bundleVariants } from "./_dtype.ts";
 import {
+  CHECKPOINT_HELP,
   CHECKPOINT_OPTIONS,
   checkpointSources,
   type Command,
@@ -28,7 +30,7 @@ import {
   parsePositive,
   UsageError,
 } from "./_args.ts";
-import { progressBar } from "./_progress.ts";
+import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
 
 function parseTolerance(text: string | undefined): number {
   if (text === undefined) return 1e-3;
@@ -45,8 +47,7 @@ export async function readPromptIds(path: string, option: string): Promise<numbe
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
-    throw new UsageError(`${option} ${path}: ${why}`);
+    throw new UsageError(`${option} ${path}: ${fsErrorWords(e)}`);
   }
   const prompts = text.split("\n").map((l) => l.trim()).filter((l) => l !== "").map((l, i) => {
     const ids = l.split(/[\s,]+/).map(Number);
@@ -94,6 +95,7 @@ the tolerance or any token differs. For a quantized variant it also reports
 its distance from fp32 (the float32 reference on the same sequences):
 first-token agreement and KL, teacher-forced top-1 agreement, max |Δ logits|.
 
+${CHECKPOINT_HELP}
 Options:
   --bundle DIR        the bundle to check
   --dtype D           the variant(s) to check: a name, a comma list, or all (default fp32)
@@ -103,7 +105,7 @@ Options:
   --steps N           decode steps after the first token (default 8)
   --tolerance T       max |Δ logits| and |Δ cache| (default 1e-3 for fp32, 5e-2 quantized)
   --seed S            prompt seed (default 1234)
-  --no-verify         skip the bundle's sha256 integrity check
+${verifyHelp(22)}
   --json              print the report as JSON`,
   async run(args) {
     const { values } = parse("validate", args, {
@@ -116,33 +118,39 @@ Options:
       seed: { type: "string" },
       dtype: { type: "string" },
       "prompts-file": { type: "string" },
-      "no-verify": { type: "boolean" },
+      ...VERIFY_OPTIONS,
       json: { type: "boolean" },
     });
+    const verify = verifyMode("validate", values);
     if (!values.bundle) throw new UsageError("validate: --bundle DIR is required");
     const given = hasCheckpoint(values);
-    const variants = bundleVariants(await readManifest(values.bundle), values.dtype);
+    const manifest = await readManifest(values.bundle);
+    const variants = bundleVariants(manifest, values.dtype);
     const promptSet = values["prompts-file"]
       ? await readPromptIds(values["prompts-file"], "--prompts-file")
       : undefined;
+    const sources = given ? checkpointSources("validate", values) : undefined;
+    const prompts = parsePositive(values.prompts, "--prompts", 4);
+    const promptLength = parsePositive(values["prompt-length"], "--prompt-length", 32);
+    const decodeSteps = parsePositive(values.steps, "--steps", 8);
+    const tolerance = values.tolerance === undefined ? undefined : parseTolerance(values.tolerance);
+    const seed = parsePositive(values.seed, "--seed", 1234, 0);
+    await verifyFromCli(values.bundle, manifest, verify);
     const reports: ValidateReport[] = [];
-    for (const [i, variant] of variants.entries()) {
+    for (const variant of variants) {
       if (!values.json) console.log(`variant ${variant}:`);
-      const bar = progressBar("verifying bundle");
       const report = await validateBundle(values.bundle, {
         variant,
-        onVerifyProgress: bar,
-        sources: given ? checkpointSources("validate", values) : undefined,
+        sources,
         promptSet,
-        prompts: parsePositive(values.prompts, "--prompts", 4),
-        promptLength: parsePositive(values["prompt-length"], "--prompt-length", 32),
-        decodeSteps: parsePositive(values.steps, "--steps", 8),
-        tolerance: values.tolerance === undefined ? undefined : parseTolerance(values.tolerance),
-        seed: parsePositive(values.seed, "--seed", 1234, 0),
-        verify: !values["no-verify"] && i === 0,
+        prompts,
+        promptLength,
+        decodeSteps,
+        tolerance,
+        seed,
+        verify: false,
         onCase: values.json || promptSet ? undefined : (c) => console.log(formatCase(c)),
       });
-      bar.done();
       reports.push(report);
       if (!values.json) {
         console.log(

@@ -2,6 +2,15 @@
  * Element types a safetensors file may hold, and exact conversions between
  * the 16-bit float formats and float32.
  *
+ * @example
+ * ```ts
+ * import { decodeFloats, encodeFloats } from "./_dtype.ts";
+ * const bytes = encodeFloats(new Float32Array([1, -0.5, 65504]), "F16");
+ * const out = new Float32Array(3);
+ * decodeFloats(bytes, "F16", out);
+ * console.log(out); // Float32Array [1, -0.5, 65504]
+ * ```
+ *
  * @module
  */
 
@@ -75,22 +84,64 @@ export function floatToBf16(value: number): number {
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-/** Decodes little-endian bytes of a float dtype into a new Float32Array. */
-export function decodeFloats(bytes: Uint8Array, dtype: Dtype): Float32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = bytes.byteLength / DTYPE_SIZE[dtype];
-  const out = new Float32Array(n);
-  if (dtype === "F32") {
-    new Uint8Array(out.buffer).set(bytes);
-  } else if (dtype === "F16") {
-    for (let i = 0; i < n; i++) out[i] = halfToFloat(view.getUint16(i * 2, true));
-  } else if (dtype === "BF16") {
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) bits[i] = view.getUint16(i * 2, true) << 16;
-  } else {
+/** Values decoded per step when the input is not 2-byte aligned (copied to aligned scratch). */
+const CHUNK = 1 << 16;
+
+/**
+ * Decodes little-endian bytes of a float dtype into `out` (at least
+ * `bytes.byteLength / size` values), or into a new Float32Array without it.
+ * With `out` nothing of the tensor's size is allocated: F16 is widened by the
+ * runtime's `Float16Array` (exact; about 27× faster than {@link halfToFloat}
+ * per value, see `tests/dtype_bench.ts`), BF16 by a shift, both straight from
+ * `bytes` (or through a 128 KiB aligned scratch when `bytes` starts at an odd
+ * address).
+ */
+export function decodeFloats(bytes: Uint8Array, dtype: Dtype, out?: Float32Array): Float32Array {
+  if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16") {
     throw new TypeError(`decodeFloats: ${dtype} is not a float dtype`);
   }
-  return out;
+  const n = Math.floor(bytes.byteLength / DTYPE_SIZE[dtype]);
+  if (out && out.length < n) {
+    throw new RangeError(`decodeFloats: ${n} values do not fit in ${out.length}`);
+  }
+  const target = out ? out.subarray(0, n) : new Float32Array(n);
+  if (dtype === "F32") {
+    new Uint8Array(target.buffer, target.byteOffset, n * 4).set(bytes.subarray(0, n * 4));
+    return target;
+  }
+  const widen = dtype === "F16" ? widenHalf : widenBf16;
+  if (bytes.byteOffset % 2 === 0) {
+    widen(new Uint16Array(bytes.buffer, bytes.byteOffset, n), target, 0);
+    return target;
+  }
+  const scratch = new Uint16Array(Math.min(n, CHUNK));
+  const scratchBytes = new Uint8Array(scratch.buffer);
+  for (let start = 0; start < n; start += CHUNK) {
+    const count = Math.min(CHUNK, n - start);
+    scratchBytes.set(bytes.subarray(2 * start, 2 * (start + count)));
+    widen(scratch.subarray(0, count), target, start);
+  }
+  return target;
+}
+
+/** `Float16Array` where the runtime has it (Deno 2.x: V8 ≥ 13.5), else undefined. */
+const Half = (globalThis as { Float16Array?: Float16ArrayConstructor }).Float16Array;
+
+/** IEEE halves (as bits) → float32 at `out[at…]`. */
+function widenHalf(bits: Uint16Array, out: Float32Array, at: number): void {
+  const n = bits.length;
+  if (Half) {
+    const half = new Half(bits.buffer, bits.byteOffset, n);
+    for (let i = 0; i < n; i++) out[at + i] = half[i];
+  } else {
+    for (let i = 0; i < n; i++) out[at + i] = halfToFloat(bits[i]);
+  }
+}
+
+/** bfloat16 (as bits) → float32 at `out[at…]`: the bits are the float32's top half. */
+function widenBf16(bits: Uint16Array, out: Float32Array, at: number): void {
+  const u32 = new Uint32Array(out.buffer, out.byteOffset + 4 * at, bits.length);
+  for (let i = 0; i < bits.length; i++) u32[i] = bits[i] << 16;
 }
 
 /** Encodes float32 values as little-endian bytes of a float dtype. */

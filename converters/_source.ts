@@ -1,7 +1,8 @@
 /**
  * Where a safetensors file's bytes come from: a file read by offset, or
- * memory (for tests and fuzzing). Reads are positional and never larger than
- * asked.
+ * memory (for tests and fuzzing). Reads are positional (`pread`: they never
+ * move a shared file position, so concurrent reads of one file are safe) and
+ * never larger than asked.
  *
  * @example
  * ```ts
@@ -15,6 +16,9 @@
  * @module
  */
 
+import * as fs from "node:fs";
+import { toDenoFsError } from "./_fs_error.ts";
+
 /** Positional reads over a fixed-size byte range. */
 export interface ByteSource {
   readonly size: number;
@@ -23,22 +27,37 @@ export interface ByteSource {
   close(): void;
 }
 
-/** A file opened for positional reads. */
+/** Node's callback API as promises, with file-system errors as plain-worded Deno errors. */
+function call<T>(f: (done: (e: Error | null, v: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => f((e, v) => e ? reject(toDenoFsError(e)) : resolve(v)));
+}
+
+/**
+ * A file opened for positional reads (`node:fs` `read` with a position, a
+ * `pread`; Deno's own file handles only read at the shared position). Open
+ * errors are `Deno.errors.*` whose message is plain words ("no such file").
+ */
 export async function fileSource(path: string): Promise<ByteSource & { isFile: boolean }> {
-  const file = await Deno.open(path, { read: true });
+  const fd = await call<number>((done) => fs.open(path, "r", done));
   try {
-    const { size, isFile } = await file.stat();
+    const stat = await call<fs.Stats>((done) => fs.fstat(fd, done));
+    let closed = false;
     return {
-      size,
-      isFile,
-      async readAt(offset, out) {
-        await file.seek(offset, Deno.SeekMode.Start);
-        return (await file.read(out)) ?? 0;
+      size: stat.size,
+      isFile: stat.isFile(),
+      readAt(offset, out) {
+        if (closed) return Promise.reject(new Deno.errors.BadResource(`${path}: file closed`));
+        if (out.length === 0) return Promise.resolve(0);
+        return call<number>((done) => fs.read(fd, out, 0, out.length, offset, done));
       },
-      close: () => file.close(),
+      close() {
+        if (closed) return;
+        closed = true;
+        fs.closeSync(fd);
+      },
     };
   } catch (e) {
-    file.close();
+    fs.closeSync(fd);
     throw e;
   }
 }

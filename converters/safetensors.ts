@@ -16,6 +16,7 @@
 
 import { decodeFloats, type Dtype, DTYPE_SIZE, FLOAT_DTYPES, isDtype } from "./_dtype.ts";
 import { CheckpointError } from "./errors.ts";
+import { fsErrorWords } from "./_fs_error.ts";
 import { checkJsonKeys } from "./_json.ts";
 import { type ByteSource, fileSource } from "./_source.ts";
 import type { TensorFile } from "./tensor_file.ts";
@@ -25,15 +26,22 @@ export type { Dtype } from "./_dtype.ts";
 
 /** One tensor's header entry, validated. Offsets are absolute in the file. */
 export interface TensorInfo {
+  /** The tensor's name in the file. */
   name: string;
+  /** Storage dtype. */
   dtype: Dtype;
+  /** Dimensions, outermost first. */
   shape: number[];
   /** Number of elements. */
   size: number;
   /** Absolute byte offset of the first element in the file. */
   offset: number;
+  /** Number of bytes the data takes in the file. */
   byteLength: number;
 }
+
+/** Bytes read per step when a 16-bit tensor is widened into a caller's buffer. */
+const READ_CHUNK_BYTES = 1 << 20;
 
 /** Header lengths above this are refused (the safetensors library uses the same bound). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -149,8 +157,6 @@ function checkNoOverlap(path: string, infos: TensorInfo[]): void {
 
 /** An open safetensors file: its validated header and positional tensor reads. */
 export class SafetensorsFile implements TensorFile {
-  private scratch = new Uint8Array(0);
-
   private constructor(
     /** The path it was opened from. */
     readonly path: string,
@@ -169,8 +175,7 @@ export class SafetensorsFile implements TensorFile {
     try {
       source = await fileSource(path);
     } catch (e) {
-      const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
-      throw new CheckpointError(`${path}: cannot open: ${why}`);
+      throw new CheckpointError(`${path}: cannot open: ${fsErrorWords(e)}`);
     }
     if (!source.isFile) {
       source.close();
@@ -215,7 +220,9 @@ export class SafetensorsFile implements TensorFile {
 
   /**
    * Reads a float tensor (F32, F16 or BF16) as float32. With `out` (at least
-   * the tensor's size), the values land there and no new buffer is made.
+   * the tensor's size), the values land there and nothing of the tensor's
+   * size is allocated: F32 is read straight into `out`, 16-bit types in 1 MiB
+   * chunks. Reads are positional, so concurrent calls are safe.
    */
   async readFloat32(name: string, out?: Float32Array): Promise<Float32Array> {
     const info = this.info(name);
@@ -235,11 +242,14 @@ export class SafetensorsFile implements TensorFile {
     if (info.dtype === "F32") {
       const bytes = new Uint8Array(target.buffer, target.byteOffset, info.byteLength);
       await readAt(this.file, this.path, info.offset, info.byteLength, bytes);
-    } else {
-      if (this.scratch.length < info.byteLength) this.scratch = new Uint8Array(info.byteLength);
-      const bytes = this.scratch.subarray(0, info.byteLength);
-      await readAt(this.file, this.path, info.offset, info.byteLength, bytes);
-      target.set(decodeFloats(bytes, info.dtype));
+      return target;
+    }
+    // One scratch per call (not per file): concurrent reads must not share it.
+    const scratch = new Uint8Array(Math.min(info.byteLength, READ_CHUNK_BYTES));
+    for (let done = 0; done < info.byteLength; done += scratch.length) {
+      const length = Math.min(scratch.length, info.byteLength - done);
+      const bytes = await readAt(this.file, this.path, info.offset + done, length, scratch);
+      decodeFloats(bytes.subarray(0, length), info.dtype, target.subarray(done / 2));
     }
     return target;
   }

@@ -1,6 +1,7 @@
 /**
  * Streaming SHA-256 of a file, so that multi-gigabyte checkpoints and weight
- * files are hashed without being held in memory.
+ * files are hashed without being held in memory; an AbortSignal stops it
+ * between chunks.
  *
  * @example
  * ```ts
@@ -13,12 +14,23 @@
 
 import { createHash } from "node:crypto";
 
-/** Hex SHA-256 of the file at `path`, read in 4 MiB chunks (`onBytes` after each). */
-export async function sha256File(path: string, onBytes?: (n: number) => void): Promise<string> {
+/** Options for {@link sha256File}. */
+export interface Sha256Options {
+  /** Called after each chunk with its size in bytes. */
+  onBytes?: (n: number) => void;
+  /** Stops hashing between chunks; the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Hex SHA-256 of the file at `path`, read in 4 MiB chunks. */
+export async function sha256File(path: string, options: Sha256Options = {}): Promise<string> {
+  const { onBytes, signal } = options;
+  signal?.throwIfAborted();
   const hash = createHash("sha256");
   using file = await Deno.open(path, { read: true });
   const buf = new Uint8Array(4 << 20);
   for (;;) {
+    signal?.throwIfAborted();
     const n = await file.read(buf);
     if (n === null) break;
     hash.update(buf.subarray(0, n));

@@ -29,8 +29,14 @@ import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./type
 export interface OrtLoadOptions {
   /** The precision variant to run (default "fp32"; see the manifest's `variants`). */
   variant?: string;
-  /** Check every file's sha256 against the manifest first (default true). */
-  verify?: boolean;
+  /**
+   * Check the bundle's files against the manifest first (default true):
+   * `true` re-hashes the files changed since the last successful check
+   * (bundle/verify.ts), `"full"` every file, `false` none.
+   */
+  verify?: boolean | "full";
+  /** Stops the integrity check (it rejects with the signal's reason). */
+  signal?: AbortSignal;
   /** Intra-op threads (default: ONNX Runtime's choice, all cores). */
   threads?: number;
   /** Runs on the description before the bundle is verified or loaded. */
@@ -41,7 +47,11 @@ export interface OrtLoadOptions {
 
 /** A prefill's or decode step's result: the cache held as ONNX Runtime tensors. */
 export interface OrtStep extends Step {
-  /** `present.*` of the last run, key and value per layer, in that order. */
+  /**
+   * `present.*` of the last run, key and value per layer, in that order.
+   *
+   * @internal ONNX Runtime tensors, passed back to the next step as they are.
+   */
   past: ort.Tensor[];
 }
 
@@ -62,7 +72,14 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     const manifest = await readManifest(dir);
     const variant = findVariant(manifest, options.variant ?? "fp32");
     options.check?.(manifest.model);
-    if (options.verify ?? true) await verifyBundle(dir, manifest, options.onVerifyProgress);
+    const verify = options.verify ?? true;
+    if (verify) {
+      await verifyBundle(dir, manifest, {
+        full: verify === "full",
+        onProgress: options.onVerifyProgress,
+        signal: options.signal,
+      });
+    }
     return new OrtModel(dir, manifest, variant, options);
   }
 
@@ -76,7 +93,11 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     await this.session(mode);
   }
 
-  /** The session of one graph: `kvp` (model{s}.onnx) or `base` (model_base{s}.onnx). */
+  /**
+   * The session of one graph: `kvp` (model{s}.onnx) or `base` (model_base{s}.onnx).
+   *
+   * @internal Returns an ONNX Runtime type, which kvpred does not re-export.
+   */
   async session(mode: Mode): Promise<ort.InferenceSession> {
     let s = this.sessions.get(mode);
     if (!s) {
@@ -96,6 +117,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     return padPrompts(prompts, this.description.base.vocabSize);
   }
 
+  /** One run of `mode`'s graph: feeds, outputs, the cache as the next state. */
   private async run(
     mode: Mode,
     ids: BigInt64Array,

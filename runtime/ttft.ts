@@ -107,8 +107,13 @@ export interface BenchOptions {
   runtime?: "ort" | "reference";
   /** Seed of the random prompts (default 7). */
   seed?: number;
-  /** Check the bundle's sha256s first (default true). */
-  verify?: boolean;
+  /**
+   * Check the bundle's files first (default true): `true` re-hashes the files
+   * changed since the last successful check, `"full"` every file.
+   */
+  verify?: boolean | "full";
+  /** Stops the integrity check (and, in validate, the source checkpoint's hashing). */
+  signal?: AbortSignal;
   /** Progress of that check (bytes hashed). */
   onVerifyProgress?: Progress;
   /** Called after each prompt length of each variant. */
@@ -195,7 +200,14 @@ export async function benchBundle(
   const manifest = await readManifest(bundle);
   const variants: VariantEntry[] = names.map((n) => findVariant(manifest, n));
   const desc = manifest.model;
-  if (options.verify ?? true) await verifyBundle(bundle, manifest, options.onVerifyProgress);
+  const verify = options.verify ?? true;
+  if (verify) {
+    await verifyBundle(bundle, manifest, {
+      full: verify === "full",
+      onProgress: options.onVerifyProgress,
+      signal: options.signal,
+    });
+  }
   const models = new Map<string, KvpRuntime>();
   try {
     for (const v of variants) {

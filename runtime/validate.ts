@@ -27,7 +27,7 @@ import type { CheckpointSources } from "../converters/checkpoint.ts";
 import { CheckpointError } from "../converters/errors.ts";
 import type { VariantPrecision } from "../converters/precision.ts";
 import { Random } from "../converters/random.ts";
-import { sha256File } from "../converters/sha256.ts";
+import { sha256Source } from "../converters/hf.ts";
 import type { PromptBatch } from "./batch.ts";
 import { argmaxRows } from "./greedy.ts";
 import { OrtModel } from "./ort.ts";
@@ -54,8 +54,13 @@ export interface ValidateOptions {
   cacheTolerance?: number;
   /** Seed of the random prompts (default 1234). */
   seed?: number;
-  /** Check the bundle's sha256s first (default true). */
-  verify?: boolean;
+  /**
+   * Check the bundle's files first (default true): `true` re-hashes the files
+   * changed since the last successful check, `"full"` every file.
+   */
+  verify?: boolean | "full";
+  /** Stops the integrity check (and, in validate, the source checkpoint's hashing). */
+  signal?: AbortSignal;
   /** Progress of that check (bytes hashed). */
   onVerifyProgress?: Progress;
   /** Called once per case and runtime, when done. */
@@ -216,13 +221,14 @@ interface Case {
 async function recordedSources(
   manifest: BundleManifest,
   bundle: string,
+  signal?: AbortSignal,
 ): Promise<CheckpointSources> {
   const sources = manifestSources(manifest, bundle);
   for (const s of manifest.sources) {
     const path = sources[s.role]!;
     let sha: string;
     try {
-      sha = await sha256File(path);
+      sha = (await sha256Source(path, signal)).sha256;
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       throw new CheckpointError(
@@ -305,6 +311,7 @@ export async function validateBundle(
     variant: options.variant ?? "fp32",
     verify: options.verify ?? true,
     onVerifyProgress: options.onVerifyProgress,
+    signal: options.signal,
   });
   const { manifest, variant, description } = ortModel;
   const tolerance = options.tolerance ?? defaultTolerance(variant.precision);
@@ -337,7 +344,7 @@ export async function validateBundle(
   } finally {
     await ortModel.release();
   }
-  const sources = options.sources ?? await recordedSources(manifest, bundle);
+  const sources = options.sources ?? await recordedSources(manifest, bundle, options.signal);
   const load = (precision: VariantPrecision) =>
     ReferenceModel.load(sources, {
       mapping: description.mapping,

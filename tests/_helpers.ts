@@ -9,6 +9,13 @@
 import { SafetensorsFile } from "../converters/safetensors.ts";
 import { type TensorEntry, writeSafetensors } from "../converters/safetensors_write.ts";
 
+// Bundle verification records (bundle/verify.ts) go to a temporary cache, never the user's.
+if (!Deno.env.get("KVPRED_CACHE_DIR")) {
+  const cache = Deno.makeTempDirSync({ prefix: "kvpred-test-cache-" });
+  Deno.env.set("KVPRED_CACHE_DIR", cache);
+  globalThis.addEventListener("unload", () => Deno.removeSync(cache, { recursive: true }));
+}
+
 export const FIXTURE_DIR = new URL("./fixtures/corenet/", import.meta.url).pathname;
 export const FIXTURE = `${FIXTURE_DIR}tiny-kvp-c.safetensors`;
 export const EXPECTED = `${FIXTURE_DIR}tiny-kvp-c.expected.safetensors`;

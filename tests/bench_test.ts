@@ -1,24 +1,78 @@
-/** `kvpred bench` reports every figure, positive and finite (structure, not speed). */
+/**
+ * `kvpred bench` against independent figures: the FLOPs ratio and achieved
+ * FLOP/s against a FLOP count made here from the fixture's tensor shapes, the
+ * weight bytes against the manifest and the files, every variant reported
+ * with its dtype, timings positive and ordered (structure, not speed).
+ */
 
 import assert from "node:assert/strict";
-import { convert } from "../graphs/bundle.ts";
+import { readManifest } from "../bundle/manifest.ts";
+import { SafetensorsFile } from "../converters/safetensors.ts";
 import { FIXTURE, kvpred, tempDir } from "./_helpers.ts";
 
 function assertTiming(t: { median: number; min: number; max: number; runs: number }, what: string) {
   for (const v of [t.median, t.min, t.max]) assert.ok(Number.isFinite(v) && v > 0, `${what}: ${v}`);
-  assert.ok(t.min <= t.median && t.median <= t.max, what);
+  assert.ok(t.min <= t.median && t.median <= t.max, `${what}: ${t.min} ≤ ${t.median} ≤ ${t.max}`);
   assert.ok(t.runs >= 5, `${what}: ${t.runs} runs`);
 }
 
-Deno.test("bench --json: TTFT, speedup, FLOPs ratio and efficiency, decode, peak; --plot draws an SVG", async () => {
+/**
+ * Prefill FLOPs of the fixture counted from its tensor shapes alone (no model
+ * description): 2 per multiply-add of every linear weight [out, in] over the
+ * tokens it sees, 2·2·heads·T·(past+T)·headDim for attention scores and
+ * weighted sum, 2·V·d per row of logits (the tied embedding), predictor
+ * matrices over the auxiliary tokens (biases not counted).
+ */
+async function fixtureFlops(length: number): Promise<{ base: number; kvp: number }> {
+  const file = await SafetensorsFile.open(FIXTURE);
+  const shape = (name: string) => file.info(name).shape;
+  const names = [...file.tensors.keys()];
+  file.close();
+  const transformer = (prefix: string, tokens: number, past: number, logitRows: number) => {
+    let flops = 0;
+    for (let i = 0; names.includes(`${prefix}.layers.${i}.attn_norm.weight`); i++) {
+      const at = `${prefix}.layers.${i}`;
+      for (const w of ["attn.qkv_proj", "attn.out_proj", "ffn.proj_1", "ffn.proj_2"]) {
+        const [out, inp] = shape(`${at}.${w}.weight`);
+        flops += 2 * tokens * out * inp;
+      }
+      const [headDim] = shape(`${at}.attn.q_norm.weight`);
+      const queryHeads = shape(`${at}.attn.out_proj.weight`)[1] / headDim;
+      flops += 2 * 2 * queryHeads * tokens * (past + tokens) * headDim;
+    }
+    const [vocab, dim] = shape(`${prefix}.token_embeddings.weight`);
+    return flops + 2 * logitRows * vocab * dim;
+  };
+  const predictor = names.filter((n) => n.startsWith("predicter.") && n.endsWith(".weight"))
+    .reduce((s, n) => s + 2 * (length - 1) * shape(n)[0] * shape(n)[1], 0);
+  return {
+    base: transformer("base", length, 0, 1),
+    kvp: transformer("auxiliary", length - 1, 0, 0) + predictor +
+      transformer("base", 1, length - 1, 1),
+  };
+}
+
+Deno.test("bench --json: every variant with its dtype, FLOPs against an independent count; --plot draws an SVG", async () => {
   await using tmp = await tempDir();
   const bundle = `${tmp.path}/b`;
-  await convert({ checkpoint: FIXTURE }, { out: bundle });
+  const conv = await kvpred(
+    "convert",
+    "--checkpoint",
+    FIXTURE,
+    "--out",
+    bundle,
+    "--dtype",
+    "fp32,q8",
+  );
+  assert.equal(conv.code, 0, conv.stderr);
+  const manifest = await readManifest(bundle);
   const plot = `${tmp.path}/ttft.svg`;
   const r = await kvpred(
     "bench",
     "--bundle",
     bundle,
+    "--dtype",
+    "all",
     "--prompt-lengths",
     "4,12",
     "--json",
@@ -28,31 +82,56 @@ Deno.test("bench --json: TTFT, speedup, FLOPs ratio and efficiency, decode, peak
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.equal(report.runtime, "ort");
-  assert.deepEqual(report.lengths.map((l: { promptLength: number }) => l.promptLength), [4, 12]);
+  assert.ok(Array.isArray(report.cpu.int8Features), "cpu.int8Features is an array");
+  assert.ok(report.cpu.int8Features.every((f: unknown) => typeof f === "string"));
+  assert.deepEqual(
+    report.weightBytes,
+    Object.fromEntries(manifest.variants.map((v) => [v.name, v.weightBytes])),
+  );
+  const dataFile = (await Deno.stat(`${bundle}/onnx/model.onnx_data`)).size;
+  assert.ok(report.weightBytes.fp32 >= dataFile, "fp32 weights hold at least the data file");
+  assert.ok(report.weightBytes.q8 < report.weightBytes.fp32 / 2, "q8 is under half of fp32");
+  const seen = report.lengths.map((l: { dtype: string; promptLength: number }) =>
+    `${l.dtype}@${l.promptLength}`
+  );
+  assert.deepEqual(seen.sort(), ["fp32@12", "fp32@4", "q8@12", "q8@4"]);
   for (const l of report.lengths) {
-    for (const mode of ["base", "kvp"]) {
-      assertTiming(l.ttft[mode], `ttft ${mode}`);
-      assertTiming(l.decodeStep[mode], `decode ${mode}`);
-      assert.ok(Number.isFinite(l.flopsPerSecond[mode]) && l.flopsPerSecond[mode] > 0);
+    const what = `${l.dtype} length ${l.promptLength}`;
+    const count = await fixtureFlops(l.promptLength);
+    assert.ok(count.base > count.kvp, "the count itself favours KV prediction");
+    assert.ok(
+      Math.abs(l.flopsRatio / (count.base / count.kvp) - 1) < 1e-12,
+      `${what}: FLOPs ratio ${l.flopsRatio}, counted ${count.base / count.kvp}`,
+    );
+    for (const mode of ["base", "kvp"] as const) {
+      assertTiming(l.ttft[mode], `${what} ttft ${mode}`);
+      assertTiming(l.decodeStep[mode], `${what} decode ${mode}`);
+      // FLOP/s times the median TTFT gives back the counted FLOPs.
+      const flops = l.flopsPerSecond[mode] * l.ttft[mode].median / 1000;
+      assert.ok(Math.abs(flops / count[mode] - 1) < 1e-9, `${what} ${mode}: ${flops} FLOPs`);
     }
-    for (const k of ["speedup", "flopsRatio", "flopsEfficiency"]) {
-      assert.ok(Number.isFinite(l[k]) && l[k] > 0, `${k}: ${l[k]}`);
-    }
-    assert.ok(Math.abs(l.speedup - l.ttft.base.median / l.ttft.kvp.median) < 1e-9);
-    assert.ok(Math.abs(l.flopsEfficiency - l.speedup / l.flopsRatio) < 1e-9);
+    assert.ok(l.speedup > 0 && l.flopsEfficiency > 0, what);
   }
   assertTiming(report.peak.timing, "peak");
+  const [m, k, n] = report.peak.shape;
   assert.ok(
-    report.peak.flopsPerSecond > 0 && report.peak.bestFlopsPerSecond >= report.peak.flopsPerSecond,
+    Math.abs(report.peak.bestFlopsPerSecond * report.peak.timing.min / 1000 / (2 * m * k * n) - 1) <
+      1e-9,
+    "the best peak FLOP/s is 2·m·k·n over the fastest run",
   );
   const svg = await Deno.readTextFile(plot);
   assert.match(svg, /^<svg /);
   assert.match(svg, /prompt length \(tokens\)/);
   assert.match(svg, /time to first token \(ms/);
-  assert.match(svg, /fp32 base-only/);
-  assert.match(svg, /fp32 KV prediction/);
+  for (
+    const label of ["fp32 base-only", "fp32 KV prediction", "q8 base-only", "q8 KV prediction"]
+  ) {
+    assert.match(svg, new RegExp(label));
+  }
   const text = await kvpred("bench", "--bundle", bundle, "--prompt-lengths", "4", "--reps", "5");
-  assert.match(text.stdout, /speedup/);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^variant +prompt +TTFT base ms/m);
+  assert.match(text.stdout, /^fp32 +4 /m);
   assert.match(
     text.stdout,
     /fastest large MatMul \[512×\d+\]·\[\d+×\d+\] by ort: [\d.]+ GFLOP\/s at best/,
@@ -70,9 +149,11 @@ Deno.test("bench --json: TTFT, speedup, FLOPs ratio and efficiency, decode, peak
   assert.equal(reference.code, 0, reference.stderr);
   const ref = JSON.parse(reference.stdout);
   assert.equal(ref.runtime, "reference");
+  assert.deepEqual(ref.lengths.map((l: { dtype: string }) => l.dtype), ["fp32"]);
   assertTiming(ref.lengths[0].ttft.kvp, "reference ttft kvp");
-  assert.ok(ref.lengths[0].speedup > 0 && ref.peak.bestFlopsPerSecond > 0);
+  const count6 = await fixtureFlops(6);
+  assert.ok(Math.abs(ref.lengths[0].flopsRatio / (count6.base / count6.kvp) - 1) < 1e-12);
   const few = await kvpred("bench", "--bundle", bundle, "--reps", "3");
   assert.equal(few.code, 2);
-  assert.match(few.stderr, /--reps '3': expected a whole number ≥ 5/);
+  assert.match(few.stderr, /--reps '3': must be a whole number ≥ 5/);
 });

@@ -1,6 +1,9 @@
 /** The `kvpred` command as a user calls it: a new process, its stdout, stderr and exit code. */
 
 import assert from "node:assert/strict";
+import { CHECKPOINT_OPTIONS } from "../cli/_args.ts";
+import { COMMANDS } from "../cli/main.ts";
+import { VERIFY_OPTIONS } from "../cli/_verify.ts";
 import { expected, FIXTURE, FIXTURE_CONFIG, kvpred, maxAbsDiff, tempDir } from "./_helpers.ts";
 
 const exp = await expected();
@@ -60,18 +63,46 @@ Deno.test("inspect --json recovers the per-layer sizes of tiny-kvp-c.json", asyn
   assert.match(text.stdout, /kv heads +1 2 2 2/);
 });
 
-Deno.test("every command has --help", async () => {
-  for (const cmd of [[], ["inspect"], ["generate"]]) {
-    const r = await kvpred(...cmd, "--help");
-    assert.equal(r.code, 0);
-    assert.match(r.stdout, /Usage: kvpred/);
+/** The options a command's source declares in its `parse(…)` call, spreads included. */
+async function declaredOptions(name: string): Promise<string[]> {
+  const source = await Deno.readTextFile(new URL(`../cli/${name}.ts`, import.meta.url));
+  const start = source.indexOf(`parse("${name}", args, {`);
+  assert.ok(start >= 0, `cli/${name}.ts calls parse("${name}", args, {…})`);
+  const body = source.slice(start, source.indexOf("\n    }", start));
+  const spreads: Record<string, Record<string, unknown>> = { CHECKPOINT_OPTIONS, VERIFY_OPTIONS };
+  const own = [...body.matchAll(/^\s+"?([a-z][\w-]*)"?: \{ type: "/gm)].map((m) => m[1]);
+  const spread = [...body.matchAll(/\.\.\.(\w+)/g)].flatMap((m) => {
+    assert.ok(spreads[m[1]], `cli/${name}.ts spreads ${m[1]}, unknown to this test`);
+    return Object.keys(spreads[m[1]]);
+  });
+  return [...own, ...spread];
+}
+
+Deno.test("every command has --help: exit 0, its usage line and every option it takes", async () => {
+  assert.deepEqual(
+    COMMANDS.map((c) => c.name),
+    ["inspect", "generate", "convert", "validate", "synth", "flops", "bench"],
+  );
+  const top = await kvpred("--help");
+  assert.equal(top.code, 0);
+  for (const { name } of COMMANDS) {
+    assert.match(top.stdout, new RegExp(`^  ${name} `, "m"), `kvpred --help lists ${name}`);
+    const r = await kvpred(name, "--help");
+    assert.equal(r.code, 0, `${name} --help: ${r.stderr}`);
+    assert.equal(r.stderr, "");
+    assert.match(r.stdout, new RegExp(`^Usage: kvpred ${name} `));
+    const options = await declaredOptions(name);
+    assert.ok(options.length >= 2, `${name}: found its options (${options})`);
+    for (const option of options) {
+      assert.match(r.stdout, new RegExp(`--${option}\\b`), `${name} --help names --${option}`);
+    }
   }
 });
 
-/** Asserts a one-line error on stderr matching `pattern` and a non-zero exit. */
-async function fails(args: string[], pattern: RegExp): Promise<void> {
+/** Asserts a one-line error on stderr matching `pattern` and exit `code` (2: usage, 1: failure). */
+async function fails(args: string[], pattern: RegExp, code: 1 | 2): Promise<void> {
   const r = await kvpred(...args);
-  assert.notEqual(r.code, 0, `exit code for ${args.join(" ")}`);
+  assert.equal(r.code, code, `exit code for ${args.join(" ")}: ${r.stderr}`);
   const lines = r.stderr.trim().split("\n");
   assert.equal(lines.length, 1, `one line, got:\n${r.stderr}`);
   assert.match(lines[0], /^kvpred: /);
@@ -80,33 +111,62 @@ async function fails(args: string[], pattern: RegExp): Promise<void> {
   assert.equal(r.stdout, "");
 }
 
-Deno.test("bad input: one line on stderr, non-zero exit, no stack trace", async (ctx) => {
+Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, no stack trace", async (ctx) => {
   await using dir = await tempDir();
   const gen = (...a: string[]) => ["generate", "--checkpoint", FIXTURE, ...a];
   await ctx.step(
-    "token id ≥ vocabulary",
-    () => fails(gen("--ids", "1,256"), /token id 256 is outside the vocabulary 0\.\.255/),
+    "token id ≥ vocabulary (usage: 2)",
+    () => fails(gen("--ids", "1,256"), /token id 256 is outside the vocabulary 0\.\.255/, 2),
   );
   await ctx.step(
     "empty prompt",
-    () => fails(gen("--ids", ""), /--ids '': a prompt needs at least one token id/),
+    () => fails(gen("--ids", ""), /--ids '': a prompt needs at least one token id/, 2),
   );
   await ctx.step(
     "malformed ids",
-    () => fails(gen("--ids", "1,x"), /--ids '1,x': expected comma-separated/),
+    () => fails(gen("--ids", "1,x"), /--ids '1,x': expected comma-separated/, 2),
   );
-  await ctx.step("no prompt", () => fails(gen(), /no prompt given/));
+  await ctx.step("no prompt", () => fails(gen(), /no prompt given/, 2));
   await ctx.step(
     "unknown option",
-    () => fails(gen("--ids", "1", "--frobnicate"), /Unknown option '--frobnicate'/),
+    () => fails(gen("--ids", "1", "--frobnicate"), /Unknown option '--frobnicate'/, 2),
   );
   await ctx.step(
     "bad mode",
-    () => fails(gen("--ids", "1", "--mode", "fast"), /--mode 'fast': expected one of kvp, base/),
+    () => fails(gen("--ids", "1", "--mode", "fast"), /--mode 'fast': expected one of kvp, base/, 2),
   );
   await ctx.step(
     "zero max-new-tokens",
-    () => fails(gen("--ids", "1", "--max-new-tokens", "0"), /--max-new-tokens '0'/),
+    () => fails(gen("--ids", "1", "--max-new-tokens", "0"), /--max-new-tokens '0'/, 2),
+  );
+  for (const value of ["-1", "-0.5"]) {
+    await ctx.step(
+      `--max-new-tokens ${value} (a negative value after a space) says it must be ≥ 1`,
+      () =>
+        fails(
+          gen("--ids", "1", "--max-new-tokens", value),
+          new RegExp(`--max-new-tokens '${value}': must be a whole number ≥ 1$`),
+          2,
+        ),
+    );
+  }
+  await ctx.step(
+    "--verify with --no-verify",
+    () =>
+      fails(
+        ["generate", "--bundle", dir.path, "--ids", "1", "--verify", "--no-verify"],
+        /generate: give --verify or --no-verify, not both/,
+        2,
+      ),
+  );
+  await ctx.step(
+    "unknown config name",
+    () =>
+      fails(
+        ["synth", "--base", "tiny-base", "--aux", "nope", "--out", `${dir.path}/x.safetensors`],
+        /--aux 'nope': unknown config \(known: .*tiny-aux/,
+        2,
+      ),
   );
   await ctx.step(
     "mapping out of range",
@@ -114,6 +174,7 @@ Deno.test("bad input: one line on stderr, non-zero exit, no stack trace", async 
       fails(
         gen("--ids", "1", "--mapping", "0,0,1,2"),
         /entry 3 is 2, outside the auxiliary layers 0\.\.1/,
+        1,
       ),
   );
   await ctx.step(
@@ -121,17 +182,44 @@ Deno.test("bad input: one line on stderr, non-zero exit, no stack trace", async 
     () =>
       fails(
         ["generate", "--checkpoint", `${dir.path}/no.safetensors`, "--ids", "1"],
-        /no\.safetensors: cannot open: no such file/,
+        /no\.safetensors: cannot open: no such file$/,
+        1,
       ),
   );
+  await ctx.step("a file used as a folder: plain words, no OS error text", async () => {
+    const file = `${dir.path}/plain.txt`;
+    await Deno.writeTextFile(file, "x");
+    for (
+      const [args, pattern] of [
+        [["inspect", `${file}/x.safetensors`], /x\.safetensors: cannot open: a part of the path/],
+        [["generate", "--bundle", file, "--ids", "1"], /plain\.txt is not a folder/],
+        [
+          ["generate", ...gen("--prompt", "hi", "--tokenizer", `${file}/t.json`).slice(1)],
+          /t\.json: cannot read: a part of the path is not a folder$/,
+        ],
+      ] as const
+    ) {
+      const r = await kvpred(...args);
+      assert.doesNotMatch(r.stderr, /os error|No such file or directory|NotADirectory/, r.stderr);
+      assert.match(r.stderr.trim(), pattern);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+  });
   await ctx.step("truncated file", async () => {
     const path = `${dir.path}/cut.safetensors`;
     await Deno.writeFile(path, (await Deno.readFile(FIXTURE)).subarray(0, 5000));
-    await fails(["inspect", path], /cut\.safetensors: header length 7096 is larger than the file/);
+    await fails(
+      ["inspect", path],
+      /cut\.safetensors: header length 7096 is larger than the file/,
+      1,
+    );
   });
   await ctx.step(
     "incomplete set of part files",
-    () => fails(["generate", "--base", FIXTURE, "--ids", "1"], /missing --aux and --predictor/),
+    () => fails(["generate", "--base", FIXTURE, "--ids", "1"], /missing --aux and --predictor/, 2),
   );
-  await ctx.step("unknown command", () => fails(["frobnicate"], /unknown command 'frobnicate'/));
+  await ctx.step(
+    "unknown command",
+    () => fails(["frobnicate"], /unknown command 'frobnicate'/, 2),
+  );
 });

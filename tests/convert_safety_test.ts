@@ -73,17 +73,21 @@ async function tmpfs(dir: string, options: string): Promise<string | undefined> 
 }
 
 const canMount = Deno.uid?.() === 0;
+const NOT_ROOT = "mounting a tmpfs needs root: the full-disk / read-only test is skipped";
+if (!canMount) console.warn(`convert_safety_test: ${NOT_ROOT}`);
 
 Deno.test({
-  name: "a full disk or a read-only target: one line, non-zero exit, nothing left behind",
+  name: `a full disk or a read-only target: one line, non-zero exit, nothing left behind${
+    canMount ? "" : ` (SKIPPED: ${NOT_ROOT})`
+  }`,
   ignore: !canMount,
   async fn() {
     await using tmp = await tempDir();
     const fixture = new URL("./fixtures/corenet/tiny-kvp-c.safetensors", import.meta.url).pathname;
     for (
       const [label, options, pattern] of [
-        ["disk full", "size=1m", /No space left on device/],
-        ["read-only", "ro,size=8m", /Read-only file system/],
+        ["disk full", "size=1m", /\(no space left on device\)/],
+        ["read-only", "ro,size=8m", /\(read-only file system\)/],
       ] as const
     ) {
       const mnt = `${tmp.path}/${label.replace(/\W/g, "")}`;
@@ -101,10 +105,85 @@ Deno.test({
         assert.equal(stderr.split("\n").length, 1, stderr);
         assert.match(stderr, /^kvpred: .*bundle: cannot write the bundle \(/);
         assert.match(stderr, pattern);
+        assert.doesNotMatch(stderr, /os error/);
         assert.deepEqual([...Deno.readDirSync(mnt)], [], `${label}: nothing left behind`);
       } finally {
         await new Deno.Command("umount", { args: [mnt] }).output();
       }
+    }
+  },
+});
+
+/** Whether this machine can make a file undeletable: chattr +i as root, a read-only folder otherwise. */
+const canPin = Deno.uid?.() !== 0 || await (async () => {
+  const probe = await Deno.makeTempFile({ prefix: "kvpred-chattr-" });
+  const chattr = (flag: string) =>
+    new Deno.Command("chattr", { args: [flag, probe], stderr: "null" }).output()
+      .then((o) => o.success, () => false);
+  const ok = await chattr("+i") && await chattr("-i");
+  await Deno.remove(probe).catch(() => {});
+  return ok;
+})();
+const NO_CHATTR = "chattr +i is not available here: the failed-removal test is skipped";
+if (!canPin) console.warn(`convert_safety_test: ${NO_CHATTR}`);
+
+/** Makes `path` undeletable; returns the undo, given where the file is by then. */
+async function undeletable(path: string): Promise<(now: string) => Promise<void>> {
+  const dir = (p: string) => p.replace(/\/[^/]*$/, "");
+  if (Deno.uid?.() === 0) {
+    await new Deno.Command("chattr", { args: ["+i", path] }).output();
+    return async (now) => void await new Deno.Command("chattr", { args: ["-i", now] }).output();
+  }
+  await Deno.chmod(dir(path), 0o500);
+  return (now) => Deno.chmod(dir(now), 0o700);
+}
+
+Deno.test({
+  name:
+    `convert --force: when the old bundle cannot be removed, the message says the new one is in place${
+      canPin ? "" : ` (SKIPPED: ${NO_CHATTR})`
+    }`,
+  ignore: !canPin,
+  async fn() {
+    await using tmp = await tempDir();
+    const fixture = new URL("./fixtures/corenet/tiny-kvp-c.safetensors", import.meta.url).pathname;
+    const out = `${tmp.path}/bundle`;
+    const convert = (...more: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", MAIN, "convert", "--checkpoint", fixture, "--out", out, ...more],
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+    assert.equal((await convert()).code, 0);
+    const oldCreated = JSON.parse(await Deno.readTextFile(`${out}/kvpred.json`)).created;
+    const release = await undeletable(`${out}/onnx/model.onnx`);
+    let old: string;
+    try {
+      const r = await convert("--force");
+      const stderr = new TextDecoder().decode(r.stderr).trim();
+      assert.equal(r.code, 1, stderr);
+      const m = new RegExp(
+        `^kvpred: ${out}: the new bundle is in place, but the old one could not be removed ` +
+          `\\((operation not permitted|permission denied)\\); what remains of it is at (${out}\\.old-[0-9a-f]{8})$`,
+      ).exec(stderr);
+      assert.ok(m, stderr);
+      old = m[2];
+      const manifest = JSON.parse(await Deno.readTextFile(`${out}/kvpred.json`));
+      assert.notEqual(manifest.created, oldCreated, "the new bundle is at --out");
+      assert.ok(
+        (await Deno.stat(`${old}/onnx/model.onnx`)).isFile,
+        "the old copy is where it says",
+      );
+      assert.deepEqual(
+        [...Deno.readDirSync(tmp.path)].map((e) => e.name).sort(),
+        ["bundle", old.slice(tmp.path.length + 1)],
+        "no temporary folder left",
+      );
+    } finally {
+      // Wherever the pinned file went (even when an assertion failed early), unpin it.
+      const aside = [...Deno.readDirSync(tmp.path)].find((e) => e.name.startsWith("bundle.old-"));
+      await release(`${aside ? `${tmp.path}/${aside.name}` : out}/onnx/model.onnx`);
     }
   },
 });

@@ -188,7 +188,11 @@ Deno.test("bad options are refused before any heavy work, quoting the value", as
   data[0] ^= 1;
   await Deno.writeFile(`${bundle}/onnx/model.onnx_data`, data);
   const gen = (...a: string[]) => ["generate", "--bundle", bundle, ...a];
-  await refuses(gen("--ids", "1,999"), /prompt 0: token id 999 is outside the vocabulary 0\.\.255/);
+  await refuses(
+    gen("--ids", "1,999"),
+    /prompt 0: token id 999 is outside the vocabulary 0\.\.255/,
+    2,
+  );
   await refuses(
     gen("--ids", "1", "--max-new-tokens", "2048"),
     /--max-new-tokens 2048: with a 1-token prompt this exceeds the model's context of 2048 tokens/,
@@ -201,7 +205,7 @@ Deno.test("bad options are refused before any heavy work, quoting the value", as
   );
   await refuses(
     gen("--ids", "1", "--max-new-tokens", "-3"),
-    /--max-new-tokens '-3': a value starting with '-'/,
+    /--max-new-tokens '-3': must be a whole number ≥ 1$/,
     2,
   );
   await refuses(
@@ -211,7 +215,7 @@ Deno.test("bad options are refused before any heavy work, quoting the value", as
   );
   await refuses(
     ["validate", "--bundle", bundle, "--prompt-length", "0"],
-    /--prompt-length '0': expected a whole number ≥ 1/,
+    /--prompt-length '0': must be a whole number ≥ 1/,
     2,
   );
   await refuses(["validate", "--bundle", bundle, "--tolerance", "-1"], /--tolerance '-1'/, 2);
@@ -222,14 +226,30 @@ Deno.test("bad options are refused before any heavy work, quoting the value", as
   );
   await refuses(["flops", "--bundle", bundle, "--prompt-length", "0"], /--prompt-length '0'/, 2);
   await refuses(["convert", "--checkpoint", FIXTURE], /convert: --out DIR is required/, 2);
-  await refuses([
-    "synth",
-    "--base",
-    "tiny-base",
-    "--aux",
-    "nope",
-    "--out",
-    `${tmp.path}/x.safetensors`,
-  ], /--aux 'nope': unknown config/);
+  await refuses(
+    [
+      "synth",
+      "--base",
+      "tiny-base",
+      "--aux",
+      "nope",
+      "--out",
+      `${tmp.path}/x.safetensors`,
+    ],
+    /--aux 'nope': unknown config/,
+    2,
+  );
   await refuses(["inspect", "--frobnicate"], /inspect: Unknown option '--frobnicate'/, 2);
+  for (const cmd of ["validate", "bench"]) {
+    await refuses(
+      [cmd, "--bundle", bundle, "--verify", "--no-verify"],
+      new RegExp(`${cmd}: give --verify or --no-verify, not both`),
+      2,
+    );
+  }
+  await refuses(
+    ["bench", "--bundle", bundle, "--batch", "-2"],
+    /--batch '-2': must be a whole/,
+    2,
+  );
 });
