@@ -14,6 +14,7 @@
  */
 
 import type { CheckpointSources } from "../converters/checkpoint.ts";
+import { fsErrorWords } from "../converters/_fs_error.ts";
 import {
   BUNDLE_FORMAT,
   BundleError,
@@ -106,9 +107,7 @@ export async function readManifest(dir: string): Promise<BundleManifest> {
       ? "not found (is this a kvpred bundle?)"
       : e instanceof Deno.errors.NotADirectory
       ? `${dir} is not a folder`
-      : e instanceof Error
-      ? e.message
-      : String(e);
+      : fsErrorWords(e);
     throw new BundleError(`${path}: ${why}`);
   }
   let json: unknown;
@@ -146,10 +145,16 @@ export function findVariant(manifest: BundleManifest, name: string): VariantEntr
 
 /**
  * The checkpoint a bundle was made from, as sources to load it again;
- * relative paths are resolved against the bundle folder.
+ * relative paths are resolved against the bundle folder. The RoPE base it was
+ * converted with goes along (it may have come from an option or a YAML
+ * config that the sources do not record).
  */
 export function manifestSources(manifest: BundleManifest, dir: string): CheckpointSources {
   const sources: CheckpointSources = { allowNonfinite: manifest.allowNonfinite };
+  const { base, auxiliary } = manifest.model;
+  if (typeof base.ropeTheta === "number" && base.ropeTheta === auxiliary.ropeTheta) {
+    sources.ropeTheta = base.ropeTheta;
+  }
   for (const s of manifest.sources) {
     sources[s.role] = s.path.startsWith("/") ? s.path : `${dir.replace(/\/+$/, "")}/${s.path}`;
   }

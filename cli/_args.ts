@@ -96,9 +96,18 @@ export function parsePositive(
 ): number {
   if (text === undefined) return fallback;
   if (!/^\d+$/.test(text.trim()) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
-    throw new UsageError(`${option} '${text}': expected a whole number ≥ ${min}`);
+    throw new UsageError(`${option} '${text}': must be a whole number ≥ ${min}`);
   }
   return Number(text);
+}
+
+/** Parses a positive finite number (decimal or exponent notation, e.g. 500000 or 5e5). */
+export function parsePositiveNumber(text: string, option: string): number {
+  const value = Number(text.trim());
+  if (!/^\d+(\.\d*)?([eE][+-]?\d+)?$/.test(text.trim()) || !Number.isFinite(value) || value <= 0) {
+    throw new UsageError(`${option} '${text}': expected a positive number, e.g. 10000`);
+  }
+  return value;
 }
 
 /** Parses an enumerated option. */
@@ -122,17 +131,25 @@ export const CHECKPOINT_OPTIONS = {
   aux: { type: "string" },
   predictor: { type: "string" },
   mapping: { type: "string" },
+  config: { type: "string" },
+  "context-length": { type: "string" },
+  "rope-theta": { type: "string" },
   "allow-nonfinite": { type: "boolean" },
   "state-key": { type: "string" },
 } as const;
 
 /** Help lines for {@link CHECKPOINT_OPTIONS}. */
-export const CHECKPOINT_HELP = `Checkpoint (one combined CoreNet file, or three files):
+export const CHECKPOINT_HELP = `Checkpoint (one combined CoreNet file, or three parts):
   --checkpoint F      CoreNet KV-prediction state dict (base.*, auxiliary.*, predicter.*)
-  --base F --aux F --predictor F
-                      the three parts as separate safetensors files
-  --mapping 0,0,1,1   auxiliary layer for each base layer (default: the file's
-                      metadata, else the only mapping the predictor's shapes allow)
+  --base F|DIR --aux F|DIR --predictor F
+                      the three parts as separate files (safetensors or .pt); base
+                      and aux may be Hugging Face OpenELM folders (config.json and
+                      model.safetensors, or shards with model.safetensors.index.json)
+  --config run.yaml   CoreNet YAML config: mapping, context length, vocabulary size
+  --mapping 0,0,1,1   auxiliary layer for each base layer (default: --config, the
+                      file's metadata, else the only mapping the predictor's shapes allow)
+  --context-length N  for checkpoints whose configs give none (default 2048)
+  --rope-theta X      RoPE base of both models, likewise (default 10000)
   --allow-nonfinite   accept NaN/Inf weights (default: refuse, naming the tensor)
   --state-key KEY     PyTorch .pt files: the top-level key holding the state dict
                       (default: the top level, else model_state_dict,
@@ -153,20 +170,33 @@ export function checkpointSources(
     base?: string;
     aux?: string;
     predictor?: string;
+    config?: string;
+    "context-length"?: string;
+    "rope-theta"?: string;
     "allow-nonfinite"?: boolean;
     "state-key"?: string;
   },
 ): CheckpointSources {
   const parts = [values.base, values.aux, values.predictor];
-  const allowNonfinite = values["allow-nonfinite"] ?? false;
-  const stateKey = values["state-key"] === undefined ? {} : { stateKey: values["state-key"] };
+  const common: CheckpointSources = { allowNonfinite: values["allow-nonfinite"] ?? false };
+  if (values["state-key"] !== undefined) common.stateKey = values["state-key"];
+  if (values.config !== undefined) {
+    if (values.config.trim() === "") throw new UsageError("--config '': expected a YAML file");
+    common.config = values.config;
+  }
+  if (values["context-length"] !== undefined) {
+    common.contextLength = parsePositive(values["context-length"], "--context-length", 0);
+  }
+  if (values["rope-theta"] !== undefined) {
+    common.ropeTheta = parsePositiveNumber(values["rope-theta"], "--rope-theta");
+  }
   if (values.checkpoint && parts.some(Boolean)) {
     throw new UsageError(`${command}: give --checkpoint, or --base/--aux/--predictor, not both`);
   }
-  if (values.checkpoint) return { checkpoint: values.checkpoint, allowNonfinite, ...stateKey };
+  if (values.checkpoint) return { checkpoint: values.checkpoint, ...common };
   if (parts.every(Boolean)) {
     const { base, aux, predictor } = values;
-    return { base, aux, predictor, allowNonfinite, ...stateKey };
+    return { base, aux, predictor, ...common };
   }
   if (parts.some(Boolean)) {
     const missing = ["--base", "--aux", "--predictor"].filter((_, i) => !parts[i]);

@@ -1,7 +1,8 @@
 /**
  * Text in and out for the CLI: which tokenizer a command uses (`--tokenizer`,
- * else the bundle's `tokenizer.json`, else the built-in LLaMA-2 one when the
- * model's vocabulary has its 32000 tokens) and prompts encoded with it.
+ * else the bundle's `tokenizer.json`, else the one in the checkpoint's
+ * Hugging Face folder, else the built-in LLaMA-2 one when the model's
+ * vocabulary has its 32000 tokens) and prompts encoded with it.
  *
  * @example
  * ```ts
@@ -23,6 +24,8 @@ export interface TokenizerChoice {
   tokenizer?: string;
   /** A bundle folder, whose tokenizer.json is used when present. */
   bundle?: string;
+  /** The checkpoint's tokenizer.json (`KvpDescription.tokenizerPath`, from a folder). */
+  checkpointTokenizer?: string;
   /** The model's vocabulary size, which the tokenizer must fit. */
   vocabSize: number;
 }
@@ -35,7 +38,7 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** The tokenizer for a model: given, the bundle's, or the built-in LLaMA-2 one. */
+/** The tokenizer for a model: given, the bundle's, the checkpoint's, else the built-in one. */
 export async function chooseTokenizer(choice: TokenizerChoice): Promise<Tokenizer> {
   let tok: Tokenizer, from: string;
   if (choice.tokenizer) {
@@ -43,6 +46,9 @@ export async function chooseTokenizer(choice: TokenizerChoice): Promise<Tokenize
     from = choice.tokenizer;
   } else if (choice.bundle && await exists(`${choice.bundle}/${TOKENIZER_FILE}`)) {
     from = `${choice.bundle}/${TOKENIZER_FILE}`;
+    tok = await Tokenizer.fromTokenizerJson(from);
+  } else if (choice.checkpointTokenizer && await exists(choice.checkpointTokenizer)) {
+    from = choice.checkpointTokenizer;
     tok = await Tokenizer.fromTokenizerJson(from);
   } else {
     tok = await Tokenizer.llama2();

@@ -15,16 +15,15 @@
  */
 
 import type { CheckpointSources } from "../converters/checkpoint.ts";
-import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
+import { contextLengthOf, type KvpDescription } from "../converters/model.ts";
 import { padPrompts } from "../runtime/batch.ts";
 import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
-import { verifyBundle } from "../bundle/verify.ts";
 import { variantFromName } from "../converters/precision.ts";
 import { bundleVariants, parseBlockSize } from "./_dtype.ts";
 import { chooseTokenizer } from "./_text.ts";
 import { describeFrom } from "./flops.ts";
 import { OrtModel } from "../runtime/ort.ts";
-import { progressBar } from "./_progress.ts";
+import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
 import type { GenerateResult } from "../runtime/greedy.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import {
@@ -71,7 +70,7 @@ Options:
                       (with a checkpoint: any such name)
   --block-size N      with a checkpoint and a quantized --dtype: block size (default 32)
   --runtime R         reference or ort (default: ort with --bundle, else reference)
-  --no-verify         with --bundle: skip the sha256 integrity check
+${verifyHelp(22)}
   --json              print {"mode","runtime","dtype","tokens","ttft_ms"}, with --prompt
                       also "prompt_ids" and "text"
   --logits            with --json: add "first_logits" (a vocabulary of floats per prompt)`,
@@ -85,7 +84,7 @@ Options:
       bundle: { type: "string" },
       dtype: { type: "string" },
       "block-size": { type: "string" },
-      "no-verify": { type: "boolean" },
+      ...VERIFY_OPTIONS,
       json: { type: "boolean" },
       logits: { type: "boolean" },
       prompt: { type: "string", multiple: true },
@@ -99,6 +98,7 @@ Options:
       values.bundle ? "ort" : "reference",
     );
     const maxNewTokens = parsePositive(values["max-new-tokens"], "--max-new-tokens", 16);
+    const verify = verifyMode("generate", values);
     const texts = values.prompt ?? [];
     if (texts.length && values.ids) {
       throw new UsageError("generate: give --prompt or --ids, not both");
@@ -111,11 +111,13 @@ Options:
       throw new UsageError("generate: give a checkpoint or --bundle, not both");
     }
     // Text is tokenized with the model's tokenizer, chosen from the headers alone.
-    const tokenizer = texts.length
+    const described = texts.length ? await describeFrom("generate", values) : undefined;
+    const tokenizer = described
       ? await chooseTokenizer({
         tokenizer: values.tokenizer,
         bundle: values.bundle,
-        vocabSize: (await describeFrom("generate", values)).base.vocabSize,
+        checkpointTokenizer: described.tokenizerPath,
+        vocabSize: described.base.vocabSize,
       })
       : undefined;
     const prompts = tokenizer
@@ -131,10 +133,11 @@ Options:
     const check = (d: KvpDescription) => {
       padPrompts(prompts, d.base.vocabSize);
       const longest = Math.max(...prompts.map((p) => p.length));
-      if (longest + maxNewTokens > DEFAULT_CONTEXT_LENGTH) {
+      const context = contextLengthOf(d);
+      if (longest + maxNewTokens > context) {
         throw new UsageError(
           `--max-new-tokens ${maxNewTokens}: with a ${longest}-token prompt this exceeds the ` +
-            `model's context of ${DEFAULT_CONTEXT_LENGTH} tokens`,
+            `model's context of ${context} tokens`,
         );
       }
     };
@@ -144,15 +147,11 @@ Options:
     let result: GenerateResult;
     if (runtime === "ort") {
       if (!values.bundle) throw new UsageError("generate: --runtime ort needs --bundle DIR");
-      const [variant] = bundleVariants(await readManifest(values.bundle), values.dtype);
-      const bar = progressBar("verifying bundle");
-      const model = await OrtModel.load(values.bundle, {
-        variant,
-        verify: !values["no-verify"],
-        check,
-        onVerifyProgress: bar,
-      });
-      bar.done();
+      const manifest = await readManifest(values.bundle);
+      const [variant] = bundleVariants(manifest, values.dtype);
+      check(manifest.model);
+      await verifyFromCli(values.bundle, manifest, verify);
+      const model = await OrtModel.load(values.bundle, { variant, verify: false, check });
       try {
         result = await model.generate(prompts, { mode, maxNewTokens, eosTokenId });
       } finally {
@@ -168,11 +167,7 @@ Options:
         precision = variant.precision;
         blockSize = variant.blockSize;
         check(manifest.model);
-        if (!values["no-verify"]) {
-          const bar = progressBar("verifying bundle");
-          await verifyBundle(values.bundle, manifest, bar);
-          bar.done();
-        }
+        await verifyFromCli(values.bundle, manifest, verify);
         sources = manifestSources(manifest, values.bundle);
       } else {
         if (values.dtype !== undefined && !precision) {

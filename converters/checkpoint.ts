@@ -1,8 +1,11 @@
 /**
  * Opens the files of a checkpoint (one combined CoreNet file, or separate
- * base / auxiliary / predictor files; safetensors or PyTorch torch.save zips)
- * and indexes every tensor under its canonical name. Nothing is read beyond
- * the headers (for torch files: the zip directory and `data.pkl`) until asked.
+ * base / auxiliary / predictor files; safetensors or PyTorch torch.save zips;
+ * base and auxiliary may be Hugging Face OpenELM folders) and indexes every
+ * tensor under its canonical name, together with what configuration says
+ * (folders' `config.json`, a CoreNet YAML, explicit overrides). Nothing is
+ * read beyond the headers (for torch files: the zip directory and `data.pkl`)
+ * until asked.
  *
  * @example
  * ```ts
@@ -15,7 +18,10 @@
  * @module
  */
 
+import { emptySettings, mergeSettings, type ModelSettings, type Setting } from "./config.ts";
+import { readCoreNetConfig } from "./corenet_yaml.ts";
 import { CheckpointError } from "./errors.ts";
+import { isFolder, openHfFolder } from "./hf.ts";
 import { canonicalName, combinedRole, type FileRole } from "./names.ts";
 import { openTensorFile, type TensorFile, type TensorInfo } from "./tensor_file.ts";
 
@@ -23,9 +29,21 @@ import { openTensorFile, type TensorFile, type TensorInfo } from "./tensor_file.
 export interface CheckpointSources {
   /** One combined CoreNet KV-prediction state dict. */
   checkpoint?: string;
+  /** The base model: a file, or a Hugging Face OpenELM folder. */
   base?: string;
+  /** The auxiliary model: a file, or a Hugging Face OpenELM folder. */
   aux?: string;
+  /** The KV predictor's state dict, a file (with `base` and `aux`). */
   predictor?: string;
+  /** A CoreNet YAML run config (mapping, context length, vocabulary size, RoPE base). */
+  config?: string;
+  /**
+   * Context length for checkpoints whose configuration gives none (a
+   * configuration that says otherwise is a CheckpointError).
+   */
+  contextLength?: number;
+  /** RoPE base of both models, likewise (default 10000). */
+  ropeTheta?: number;
   /** Files whose roles are detected from their tensor names (for `inspect`). */
   files?: string[];
   /** Accept NaN and ±Inf in weights (default: a CheckpointError naming the tensor). */
@@ -40,7 +58,9 @@ export interface CheckpointSources {
 
 /** A tensor located in a file. */
 export interface TensorRef {
+  /** The open file that holds the tensor. */
   file: TensorFile;
+  /** The tensor's header entry in that file. */
   info: TensorInfo;
 }
 
@@ -52,7 +72,12 @@ export class CheckpointIndex {
   readonly unrecognised: string[] = [];
   /** File → role it was read as. */
   readonly roles: Map<TensorFile, FileRole> = new Map();
+  /** What configuration says (config.json of folders, a CoreNet YAML, overrides). */
+  readonly settings: ModelSettings = emptySettings();
+  /** A `tokenizer.json` found in a Hugging Face folder (the base's first). */
+  tokenizerPath?: string;
 
+  /** Creates an empty index. */
   constructor(
     /** Whether reads accept NaN and ±Inf. */
     readonly allowNonfinite = false,
@@ -155,6 +180,27 @@ function tensorBytes(file: TensorFile): number {
   return total;
 }
 
+/** The explicit overrides as settings for both models; refuses values out of range. */
+function overrideSettings(sources: CheckpointSources): ModelSettings {
+  const settings = emptySettings();
+  const { contextLength, ropeTheta } = sources;
+  if (contextLength !== undefined) {
+    if (!Number.isSafeInteger(contextLength) || contextLength < 1) {
+      throw new CheckpointError(`context length ${contextLength}: expected a whole number ≥ 1`);
+    }
+    const s: Setting<number> = { value: contextLength, from: "the requested context length" };
+    settings.base.contextLength = settings.auxiliary.contextLength = s;
+  }
+  if (ropeTheta !== undefined) {
+    if (!Number.isFinite(ropeTheta) || ropeTheta <= 0) {
+      throw new CheckpointError(`RoPE base ${ropeTheta}: expected a positive number`);
+    }
+    const s: Setting<number> = { value: ropeTheta, from: "the requested RoPE base" };
+    settings.base.ropeTheta = settings.auxiliary.ropeTheta = s;
+  }
+  return settings;
+}
+
 /** Opens and indexes a checkpoint. Throws CheckpointError on any malformed file. */
 export async function openCheckpoint(sources: CheckpointSources): Promise<CheckpointIndex> {
   const parts: [string, FileRole][] = [];
@@ -163,13 +209,24 @@ export async function openCheckpoint(sources: CheckpointSources): Promise<Checkp
   if (sources.aux) parts.push([sources.aux, "auxiliary"]);
   if (sources.predictor) parts.push([sources.predictor, "predictor"]);
   const index = new CheckpointIndex(sources.allowNonfinite);
+  const overrides = overrideSettings(sources);
   const opened: TensorFile[] = [];
   try {
     for (const [path, role] of parts) {
+      if ((role === "base" || role === "auxiliary") && await isFolder(path)) {
+        const folder = await openHfFolder(path, { stateKey: sources.stateKey });
+        opened.push(...folder.files);
+        for (const file of folder.files) index.add(file, role);
+        mergeSettings(index.settings, { base: {}, auxiliary: {}, [role]: folder.settings });
+        index.tokenizerPath ??= folder.tokenizerPath;
+        continue;
+      }
       const file = await openTensorFile(path, { stateKey: sources.stateKey });
       opened.push(file);
       index.add(file, role);
     }
+    if (sources.config) mergeSettings(index.settings, await readCoreNetConfig(sources.config));
+    mergeSettings(index.settings, overrides);
     const bare: TensorFile[] = [];
     for (const path of sources.files ?? []) {
       const file = await openTensorFile(path, { stateKey: sources.stateKey });

@@ -1,7 +1,9 @@
 /**
  * Config inference: recovers every size of a KV-prediction model from tensor
- * shapes (SPEC §2), resolves the layer mapping (option, metadata, or the one
- * mapping the predictor's shapes allow), and checks that everything agrees.
+ * shapes (SPEC §2), resolves the layer mapping (option, configuration,
+ * metadata, or the one mapping the predictor's shapes allow), takes what
+ * shapes cannot give (RoPE base, context length, token ids) from
+ * configuration, and checks that everything agrees.
  *
  * @example
  * ```ts
@@ -17,6 +19,7 @@
  */
 
 import type { CheckpointIndex } from "./checkpoint.ts";
+import { agree, applySettings, type Setting, type ShapeWitness } from "./config.ts";
 import { CheckpointError } from "./errors.ts";
 import { FLOAT_DTYPES } from "./_dtype.ts";
 import type { Dtype } from "./_dtype.ts";
@@ -30,14 +33,16 @@ import {
   type PredictorTensor,
 } from "./names.ts";
 import type { KvpDescription, MappingSource, Part, TransformerDescription } from "./model.ts";
-import { kvWidth } from "./model.ts";
+import { DEFAULT_CONTEXT_LENGTH, DEFAULT_ROPE_THETA, kvWidth } from "./model.ts";
 
 /** Metadata key CoreNet configs use for the mapping (a JSON list). */
 export const MAPPING_METADATA_KEY = "auxkv_num_layers_to_basekv_num_layers";
 
 /** Several layer mappings fit the predictor's shapes; `--mapping` must choose. */
 export class AmbiguousMappingError extends CheckpointError {
+  /** The error's name. */
   override name = "AmbiguousMappingError";
+  /** Creates the error; `candidates` are the mappings that fit the shapes. */
   constructor(message: string, readonly candidates: number[][]) {
     super(message);
   }
@@ -45,6 +50,7 @@ export class AmbiguousMappingError extends CheckpointError {
 
 /** A described model plus the tensors that were present but not used. */
 export interface DescribedKvp {
+  /** The model the tensors describe. */
   description: KvpDescription;
   /** Tensors found in the files that the model does not use, as `file: name`. */
   unknownTensors: string[];
@@ -113,7 +119,36 @@ export function predictorTensorNames(baseLayers: number): string[] {
   return names;
 }
 
-/** Recovers one transformer's sizes from its tensor shapes, checking each. */
+/** Names the tensor each shape-derived size of `t` was read from. */
+function shapeWitness(index: CheckpointIndex, part: Part, t: TransformerDescription): ShapeWitness {
+  const tensor = (name: string, note = "") => {
+    const { file, info } = index.ref(name);
+    return `${file.path}: tensor '${info.name}' [${info.shape}]${note}`;
+  };
+  return (fact) => {
+    switch (fact.kind) {
+      case "numLayers":
+        return tensor(layerName(part, t.numLayers - 1, "attnNorm"), " (the last layer)");
+      case "modelDim":
+      case "vocabSize":
+        return tensor(modelName(part, "embed"));
+      case "headDim":
+        return tensor(layerName(part, 0, "qNorm"));
+      case "queryHeads":
+        return tensor(layerName(part, fact.layer, "outProj"));
+      case "kvHeads":
+        return tensor(layerName(part, fact.layer, "qkv"));
+      case "classifier":
+        return tensor(modelName(part, "classifier"));
+    }
+  };
+}
+
+/**
+ * Recovers one transformer's sizes from its tensor shapes, checking each,
+ * and checks them against the index's configuration, which also gives the
+ * RoPE base.
+ */
 export function describeTransformer(index: CheckpointIndex, part: Part): TransformerDescription {
   const [vocabSize, modelDim] = shapeOf(index, modelName(part, "embed"), 2);
   const numLayers = layerCount(index, `${part}.layers.`, /^(\d+)\./);
@@ -176,10 +211,11 @@ export function describeTransformer(index: CheckpointIndex, part: Part): Transfo
     ffnDims,
     tiedEmbeddings,
     normEps: 1e-6,
-    ropeTheta: 10000,
+    ropeTheta: DEFAULT_ROPE_THETA,
     dtype: "F32",
     parameterCount: 0,
   };
+  applySettings(part, t, index.settings[part], shapeWitness(index, part, t));
   const names = transformerTensorNames(part, t);
   t.dtype = dtypeOf(index, names);
   t.parameterCount = names.reduce((sum, n) => sum + index.info(n).size, 0);
@@ -221,14 +257,19 @@ function resolveMapping(
   aux: TransformerDescription,
   option: number[] | undefined,
 ): { mapping: number[]; source: MappingSource } {
-  if (option) return { mapping: option, source: "option" };
+  const configured = index.settings.mapping;
   const meta = index.metadata(MAPPING_METADATA_KEY);
-  if (meta) {
-    return {
-      mapping: parseMapping(meta.value, `${meta.path}: __metadata__ '${MAPPING_METADATA_KEY}'`),
-      source: "metadata",
-    };
+  const metaSetting: Setting<number[]> | undefined = meta && {
+    value: parseMapping(meta.value, `${meta.path}: __metadata__ '${MAPPING_METADATA_KEY}'`),
+    from: `${meta.path}: __metadata__ '${MAPPING_METADATA_KEY}'`,
+  };
+  if (configured && metaSetting) agree(configured, metaSetting);
+  if (option) {
+    if (configured) agree({ value: option, from: "the requested mapping" }, configured);
+    return { mapping: option, source: "option" };
   }
+  if (configured) return { mapping: configured.value, source: "config" };
+  if (metaSetting) return { mapping: metaSetting.value, source: "metadata" };
   const candidates = mappingCandidates(index, base, aux);
   const none = candidates.findIndex((c) => c.length === 0);
   if (none >= 0) {
@@ -259,10 +300,12 @@ function checkPredictor(
   mapping: number[],
   source: MappingSource,
 ): void {
-  const from =
-    { option: "--mapping", metadata: "the checkpoint's metadata", inferred: "inference" }[
-      source
-    ];
+  const from = {
+    option: "--mapping",
+    config: index.settings.mapping?.from ?? "the config",
+    metadata: "the checkpoint's metadata",
+    inferred: "inference",
+  }[source];
   if (mapping.length !== base.numLayers) {
     throw new CheckpointError(
       `mapping from ${from} has ${mapping.length} entries, expected one per base layer (${base.numLayers})`,
@@ -328,7 +371,29 @@ export function describeKvp(index: CheckpointIndex, options: DescribeOptions = {
       mappingSource: source,
       predictorParameterCount: predictorNames.reduce((s, n) => s + index.info(n).size, 0),
       predictorDtype: dtypeOf(index, predictorNames),
+      ...configuredExtras(index),
     },
     unknownTensors,
   };
+}
+
+/** Context length (the shorter of the two models'), token ids and tokenizer from configuration. */
+function configuredExtras(
+  index: CheckpointIndex,
+): Pick<KvpDescription, "contextLength" | "bosTokenId" | "eosTokenId" | "tokenizerPath"> {
+  const { base, auxiliary } = index.settings;
+  const lengths = [base.contextLength?.value, auxiliary.contextLength?.value].filter(
+    (v): v is number => v !== undefined,
+  );
+  const out: ReturnType<typeof configuredExtras> = {
+    contextLength: lengths.length ? Math.min(...lengths) : DEFAULT_CONTEXT_LENGTH,
+  };
+  for (const key of ["bosTokenId", "eosTokenId"] as const) {
+    const [b, a] = [base[key], auxiliary[key]];
+    if (b && a) agree(b, a);
+    const id = (b ?? a)?.value;
+    if (id !== undefined) out[key] = id;
+  }
+  if (index.tokenizerPath) out.tokenizerPath = index.tokenizerPath;
+  return out;
 }

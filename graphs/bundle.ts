@@ -30,10 +30,11 @@ import {
   variantFiles,
 } from "../bundle/contract.ts";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
-import { DEFAULT_CONTEXT_LENGTH, type KvpDescription } from "../converters/model.ts";
+import { contextLengthOf, type KvpDescription } from "../converters/model.ts";
 import { variantName, type VariantPrecision } from "../converters/precision.ts";
 import { writeAll } from "../converters/safetensors_write.ts";
 import { sha256File } from "../converters/sha256.ts";
+import { sha256Source } from "../converters/hf.ts";
 import { createHash } from "node:crypto";
 import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
 import { isBlockSize, quantizeRows } from "../converters/quant.ts";
@@ -73,8 +74,12 @@ export interface ConvertOptions {
   tokenizer?: string;
   /** The layer mapping, overriding metadata and inference. */
   mapping?: number[];
-  /** Token ids for config.json (OpenELM's Llama tokenizer: 1 and 2). */
+  /**
+   * Token ids for config.json (default: the checkpoint's configuration, else
+   * OpenELM's Llama tokenizer: 1 and 2).
+   */
   bosTokenId?: number;
+  /** EOS token id (default 2). */
   eosTokenId?: number;
   /** Progress: bytes of weights written so far, of `total`. */
   onProgress?: (written: number, total: number) => void;
@@ -195,9 +200,9 @@ export function transformersConfig(
     head_dim: base.headDim,
     model_dim: base.modelDim,
     vocab_size: base.vocabSize,
-    max_context_length: DEFAULT_CONTEXT_LENGTH,
-    bos_token_id: options.bosTokenId ?? 1,
-    eos_token_id: options.eosTokenId ?? 2,
+    max_context_length: contextLengthOf(desc),
+    bos_token_id: bosTokenId(desc, options),
+    eos_token_id: eosTokenId(desc, options),
     rope_freq_constant: base.ropeTheta,
     normalize_qk_projections: true,
     share_input_output_layers: base.tiedEmbeddings,
@@ -210,7 +215,20 @@ export function transformersConfig(
   };
 }
 
-/** The source files, hashed; paths relative to the bundle folder `out` when near it. */
+/** The BOS id a bundle declares: the option, the checkpoint's configuration, else 1. */
+function bosTokenId(desc: KvpDescription, options: ConvertOptions): number {
+  return options.bosTokenId ?? desc.bosTokenId ?? 1;
+}
+
+/** The EOS id a bundle declares: the option, the checkpoint's configuration, else 2. */
+function eosTokenId(desc: KvpDescription, options: ConvertOptions): number {
+  return options.eosTokenId ?? desc.eosTokenId ?? 2;
+}
+
+/**
+ * The source files (or Hugging Face folders), hashed; paths relative to the
+ * bundle folder `out` when near it.
+ */
 async function sourceFiles(sources: CheckpointSources, out: string): Promise<SourceFile[]> {
   const roles = [
     ["checkpoint", sources.checkpoint],
@@ -228,8 +246,7 @@ async function sourceFiles(sources: CheckpointSources, out: string): Promise<Sou
     files.push({
       role,
       path: isAbsolute(rel) || rel.startsWith("../../") ? abs : rel,
-      sha256: await sha256File(abs),
-      bytes: (await Deno.stat(abs)).size,
+      ...await sha256Source(abs),
     });
   }
   return files;
@@ -346,9 +363,9 @@ export async function convert(
     if (tokenizer) {
       const written = await writeTokenizerFiles(tmp, {
         tokenizer: tokenizer.path,
-        contextLength: DEFAULT_CONTEXT_LENGTH,
-        bosTokenId: options.bosTokenId ?? 1,
-        eosTokenId: options.eosTokenId ?? 2,
+        contextLength: contextLengthOf(description),
+        bosTokenId: bosTokenId(description, options),
+        eosTokenId: eosTokenId(description, options),
       });
       for (const f of written) files[f] = await sha256File(`${tmp}/${f}`);
     }
@@ -395,19 +412,23 @@ export async function convert(
   }
 }
 
-/** The tokenizer a bundle ships: the one given, else LLaMA-2's when the vocabulary fits it. */
+/**
+ * The tokenizer a bundle ships: the one given, else the checkpoint folder's
+ * tokenizer.json, else LLaMA-2's when the vocabulary fits it.
+ */
 async function bundleTokenizer(
   desc: KvpDescription,
   options: ConvertOptions,
 ): Promise<{ path: string | URL; source: string } | undefined> {
-  if (options.tokenizer) {
-    const tok = await Tokenizer.fromTokenizerJson(options.tokenizer);
+  const given = options.tokenizer ?? desc.tokenizerPath;
+  if (given) {
+    const tok = await Tokenizer.fromTokenizerJson(given);
     if (tok.vocabSize > desc.base.vocabSize) {
       throw new TokenizerError(
-        `${options.tokenizer}: ${tok.vocabSize} tokens, more than the model's vocabulary of ${desc.base.vocabSize}`,
+        `${given}: ${tok.vocabSize} tokens, more than the model's vocabulary of ${desc.base.vocabSize}`,
       );
     }
-    return { path: options.tokenizer, source: options.tokenizer };
+    return { path: given, source: given };
   }
   const builtin = await Tokenizer.llama2();
   return builtin.vocabSize === desc.base.vocabSize
@@ -425,19 +446,44 @@ function isIoError(e: unknown): boolean {
     (e instanceof Error && /os error (28|30|122|5)\)/.test(e.message));
 }
 
-/** Moves `tmp` to `out`; an existing `out` is moved aside first and removed after. */
+/**
+ * Moves `tmp` to `out`; an existing `out` is moved aside first and removed
+ * after. A failure's message says where each bundle is: when the new one
+ * cannot take `out`'s place the old one is put back (or, failing that, its
+ * new path is named); when only the removal of the old one fails, the new
+ * bundle is in place and the message names the old copy's path.
+ */
 async function replaceDir(tmp: string, out: string): Promise<void> {
   if (!await exists(out)) {
     await Deno.rename(tmp, out);
     return;
   }
   const old = `${out}.old-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.rename(out, old);
+  const words = (e: unknown) =>
+    (e instanceof Error ? e.message : String(e))
+      .replace(/ \(os error \d+\)/, "").replace(/: \w+ '[^']*'( -> '[^']*')?$/, "").toLowerCase();
+  await Deno.rename(out, old); // fails: nothing moved, the caller reports "nothing was written"
   try {
     await Deno.rename(tmp, out);
   } catch (e) {
-    await Deno.rename(old, out);
-    throw e;
+    try {
+      await Deno.rename(old, out);
+    } catch (back) {
+      throw new BundleError(
+        `${out}: cannot move the new bundle into place (${words(e)}) nor the old one back ` +
+          `(${words(back)}); the old bundle is now at ${old}, the new one was not kept`,
+        { cause: e },
+      );
+    }
+    throw e; // the old bundle is back at `out`: "nothing was written" is true
   }
-  await Deno.remove(old, { recursive: true });
+  try {
+    await Deno.remove(old, { recursive: true });
+  } catch (e) {
+    throw new BundleError(
+      `${out}: the new bundle is in place, but the old one could not be removed ` +
+        `(${words(e)}); what remains of it is at ${old}`,
+      { cause: e },
+    );
+  }
 }
