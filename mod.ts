@@ -14,16 +14,34 @@
  */
 
 export { CheckpointError } from "./converters/errors.ts";
+export type { Dtype } from "./converters/safetensors.ts";
 export { SafetensorsFile, type TensorInfo } from "./converters/safetensors.ts";
-export { type TensorEntry, writeSafetensors } from "./converters/safetensors_write.ts";
+export {
+  type TensorEntry,
+  type WriteOptions,
+  writeSafetensors,
+} from "./converters/safetensors_write.ts";
+export {
+  openTensorFile,
+  type OpenTensorFileOptions,
+  type TensorFile,
+} from "./converters/tensor_file.ts";
+export { TorchFile, type TorchOpenOptions, type TorchTensorInfo } from "./converters/torch.ts";
+export { type HfFolder, openHfFolder } from "./converters/hf.ts";
+export { readCoreNetConfig } from "./converters/corenet_yaml.ts";
+export type { ModelSettings, Setting, TransformerSettings } from "./converters/config.ts";
+export type { FileRole } from "./converters/names.ts";
 export {
   CheckpointIndex,
   type CheckpointSources,
   openCheckpoint,
+  type TensorRef,
 } from "./converters/checkpoint.ts";
 export {
   AmbiguousMappingError,
+  type DescribedKvp,
   describeKvp,
+  type DescribeOptions,
   describeTransformer,
   parseMapping,
 } from "./converters/describe.ts";
@@ -39,27 +57,64 @@ export type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./runt
 export { type LoadOptions, ReferenceModel, type StepResult } from "./runtime/reference.ts";
 export { type GenerateResult, generateWith, greedy } from "./runtime/greedy.ts";
 export { type PrefillFlops, prefillFlops } from "./converters/flops.ts";
-export { describeConfig, OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "./converters/openelm.ts";
-export { synthesize, type SynthOptions } from "./converters/synth.ts";
+export {
+  describeConfig,
+  OPENELM_CONFIGS,
+  type OpenElmConfig,
+  PUBLISHED_MAPPINGS,
+} from "./converters/openelm.ts";
+export { synthesize, type SynthOptions, type SynthResult } from "./converters/synth.ts";
 export {
   BundleError,
   type BundleManifest,
+  type GraphEntry,
+  type GraphKind,
   IO,
+  type SourceFile,
+  type TensorGroupScheme,
   type VariantEntry,
   variantFiles,
 } from "./bundle/contract.ts";
 export { findVariant, manifestSources, readManifest } from "./bundle/manifest.ts";
-export { verifyBundle } from "./bundle/verify.ts";
 export {
+  type Progress,
+  verifyBundle,
+  type VerifyOptions,
+  type VerifyReport,
+} from "./bundle/verify.ts";
+export {
+  type GroupQuant,
   type Precision,
   PRECISIONS,
+  type QuantOp,
   variantName,
   type VariantPrecision,
 } from "./converters/precision.ts";
-export { type BlockQuant, dequantize, quantizeRows } from "./converters/quant.ts";
+export {
+  type BlockQuant,
+  dequantize,
+  type QuantizedMatrix,
+  quantizeRows,
+} from "./converters/quant.ts";
 export { convert, type ConvertOptions } from "./graphs/bundle.ts";
-export { buildDecoder, type DecoderKind } from "./graphs/decoder.ts";
+export { buildDecoder, type DecoderKind, type DecoderOptions } from "./graphs/decoder.ts";
+export type { WeightLayout, WeightSpec } from "./graphs/weights.ts";
+export type { ExternalRef, ModelProto } from "./graphs/builder.ts";
 export { matmulModel } from "./graphs/probe.ts";
 export { type OrtLoadOptions, OrtModel, type OrtStep } from "./runtime/ort.ts";
-export { validateBundle, type ValidateOptions, type ValidateReport } from "./runtime/validate.ts";
-export { benchBundle, type BenchOptions, type BenchReport } from "./runtime/ttft.ts";
+export {
+  type CaseReport,
+  type QualityReport,
+  validateBundle,
+  type ValidateOptions,
+  type ValidateReport,
+} from "./runtime/validate.ts";
+export {
+  benchBundle,
+  type BenchOptions,
+  type BenchReport,
+  type LengthReport,
+  type PeakReport,
+  type Timing,
+} from "./runtime/ttft.ts";
+export type { CpuInfo } from "./runtime/cpu.ts";

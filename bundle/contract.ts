@@ -167,5 +167,6 @@ export interface BundleManifest {
 
 /** A bundle is missing, malformed, or fails its integrity check. */
 export class BundleError extends Error {
+  /** "BundleError". */
   override name = "BundleError";
 }

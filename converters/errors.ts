@@ -17,5 +17,6 @@
 
 /** A checkpoint file is unreadable, malformed or inconsistent. */
 export class CheckpointError extends Error {
+  /** "CheckpointError". */
   override name = "CheckpointError";
 }

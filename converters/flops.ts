@@ -51,9 +51,13 @@ export function predictorFlops(desc: KvpDescription, tokens: number, batch = 1):
 
 /** Prefill FLOPs for a prompt of `length` tokens, base-only and with KV prediction. */
 export interface PrefillFlops {
+  /** Prompt tokens per row. */
   promptLength: number;
+  /** Rows. */
   batch: number;
+  /** Base-only prefill FLOPs. */
   base: number;
+  /** KV-prediction prefill FLOPs. */
   kvp: number;
   /** The KV-prediction parts: auxiliary, predictor, base on the last token. */
   kvpParts: { auxiliary: number; predictor: number; base: number };

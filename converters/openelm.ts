@@ -17,11 +17,17 @@ import type { TransformerDescription } from "./model.ts";
 
 /** A CoreNet `general_gpt` config (the fields that decide sizes). */
 export interface OpenElmConfig {
+  /** `num_transformer_layers`: layers of the full config. */
   numLayers: number;
+  /** `model_dim`: embedding and residual width. */
   modelDim: number;
+  /** `head_dim`: size of one attention head. */
   headDim: number;
+  /** `num_gqa_groups`: query heads per key/value head. */
   gqaGroups: number;
+  /** First and last layer's FFN width as a multiple of `modelDim`, linear in between. */
   ffnMultipliers: [number, number];
+  /** First and last layer's query width (heads × `headDim`) as a multiple of `modelDim`. */
   qkvMultipliers: [number, number];
   /** Layer-pruned ("KVP-LP") auxiliaries keep only these layers of the full config. */
   selectLayers?: number[];

@@ -20,9 +20,13 @@ import { type Dtype, DTYPE_SIZE, encodeFloats } from "./_dtype.ts";
 
 /** One tensor to write. `data` may be a function, called only when its turn comes. */
 export interface TensorEntry {
+  /** Tensor name in the header. */
   name: string;
+  /** Storage dtype (float data is converted to it). */
   dtype: Dtype;
+  /** Shape. */
   shape: readonly number[];
+  /** The values, or a function giving them when their turn comes. */
   data: Float32Array | BigInt64Array | (() => Float32Array | BigInt64Array);
 }
 

@@ -29,11 +29,13 @@ export interface SynthOptions {
   base: string;
   /** Auxiliary config name. */
   aux: string;
+  /** The safetensors file to write. */
   out: string;
   /** Layer mapping (default: CoreNet's published one, else an even spread). */
   mapping?: number[];
   /** Vocabulary size (default 32000, OpenELM's). */
   vocab?: number;
+  /** Seed of the deterministic initialisation. */
   seed?: number;
   /** Storage dtype (default F32). */
   dtype?: Dtype;
@@ -43,10 +45,15 @@ export interface SynthOptions {
 
 /** What was written. */
 export interface SynthResult {
+  /** The base model written. */
   base: TransformerDescription;
+  /** The auxiliary model written. */
   auxiliary: TransformerDescription;
+  /** `mapping[i]`: the auxiliary layer whose cache predicts base layer `i`. */
   mapping: number[];
+  /** Number of tensors written. */
   tensors: number;
+  /** Number of weights (elements) written, over all tensors. */
   parameters: number;
 }
 

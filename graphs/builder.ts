@@ -53,8 +53,11 @@ export type AttrValue = number | number[] | string | { float: number } | onnxPro
 
 /** Where an initializer's bytes are in the external data file. */
 export interface ExternalRef {
+  /** Path of the external data file, relative to the model file's folder. */
   location: string;
+  /** Byte offset of the initializer in that file. */
   offset: number;
+  /** Byte length of the initializer. */
   length: number;
 }
 

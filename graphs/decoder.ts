@@ -11,7 +11,7 @@
  * import { layoutWeights, weightPlan } from "./weights.ts";
  * import type { KvpDescription } from "../converters/model.ts";
  * declare const desc: KvpDescription;
- * const model = buildDecoder(desc, layoutWeights(weightPlan(desc)), "kvp");
+ * const model = buildDecoder(desc, layoutWeights(weightPlan(desc), "model.onnx_data"), "kvp");
  * ```
  *
  * @module

@@ -16,6 +16,7 @@ import { InputError } from "./errors.ts";
 
 /** A left-padded batch of prompts. */
 export interface PromptBatch {
+  /** Rows. */
   batch: number;
   /** Longest prompt: the padded row width. */
   width: number;

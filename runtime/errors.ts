@@ -12,5 +12,6 @@
 
 /** A prompt, token id or length that the model cannot take. */
 export class InputError extends Error {
+  /** "InputError". */
   override name = "InputError";
 }

@@ -19,8 +19,11 @@ import type { GenerateOptions, KvpRuntime, Step } from "./types.ts";
 
 /** Generated tokens, the logits that chose each first token, and the time to it. */
 export interface GenerateResult {
+  /** Generated tokens per prompt (ending at EOS when one was given and emitted). */
   tokens: number[][];
+  /** Per prompt, the logits its first token was chosen from. */
   firstLogits: Float32Array[];
+  /** Prompt ids in → first token ids out, milliseconds. */
   ttftMs: number;
 }
 

@@ -97,6 +97,7 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
     return mode === "kvp" ? this.prefillKvp(input, options.auxLogits) : this.prefillBase(input);
   }
 
+  /** The base model over the whole prompt. */
   private prefillBase({ batch, width, ids, mask }: PromptBatch): StepResult {
     const out = forward(this.base, {
       batch,
@@ -109,6 +110,7 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
     return { batch, cache: out.cache, mask, logits: out.logits };
   }
 
+  /** SPEC §4: auxiliary over all but the last token, predictor, base on the last token. */
   private prefillKvp({ batch, width, ids, mask }: PromptBatch, auxLogits = false): StepResult {
     const prompt = width - 1;
     let past: LayerCache[] | undefined;
