@@ -16,6 +16,7 @@
  */
 
 import type { Dtype } from "../converters/_dtype.ts";
+import type { ErrorHint, HintedErrorOptions } from "../converters/errors.ts";
 import type { PrefillFlops } from "../converters/flops.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import type { VariantPrecision } from "../converters/precision.ts";
@@ -169,4 +170,11 @@ export interface BundleManifest {
 export class BundleError extends Error {
   /** "BundleError". */
   override name = "BundleError";
+  /** What the caller can do about it, when there is something. */
+  readonly hint?: ErrorHint;
+  /** Creates the error (one line naming the bundle or file at fault). */
+  constructor(message: string, options: HintedErrorOptions = {}) {
+    super(message, options);
+    this.hint = options.hint;
+  }
 }

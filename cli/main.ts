@@ -10,7 +10,7 @@
  * @module
  */
 
-import { CheckpointError } from "../converters/errors.ts";
+import { CheckpointError, type ErrorHint } from "../converters/errors.ts";
 import { fsErrorWords, isFsError } from "../converters/_fs_error.ts";
 import { InputError } from "../runtime/errors.ts";
 import { type Command, UsageError } from "./_args.ts";
@@ -82,6 +82,15 @@ export function joinNegativeValues(args: readonly string[]): string[] {
   return out;
 }
 
+/** The CLI's words for what the user can do about a library error. */
+const HINTS: Readonly<Record<ErrorHint, string>> = {
+  allowNonfinite: "; use --allow-nonfinite to accept them",
+  mapping: "; give it with --mapping",
+  stateKey: " (--state-key)",
+  force: " (use --force to replace it)",
+  checkpoint: "; give it with --checkpoint (or --base --aux --predictor)",
+};
+
 /**
  * Prints an error as one line; returns its exit code: 2 for a usage error
  * (bad options, a token id outside the vocabulary), 130 when interrupted, 1
@@ -97,7 +106,10 @@ export function report(e: unknown): number {
     InterruptedError,
     TokenizerError,
   ].some((c) => e instanceof c);
-  const message = plainOsText(e instanceof Error ? e.message : String(e));
+  const hint = (e instanceof CheckpointError || e instanceof BundleError) && e.hint
+    ? HINTS[e.hint]
+    : "";
+  const message = plainOsText(e instanceof Error ? e.message : String(e)) + hint;
   if (known) {
     console.error(`kvpred: ${message}`);
   } else if (isFsError(e)) {

@@ -12,7 +12,7 @@
  */
 
 import type { Dtype } from "../converters/_dtype.ts";
-import { OPENELM_CONFIGS } from "../converters/openelm.ts";
+import { describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
 import { synthesize } from "../converters/synth.ts";
 import {
   type Command,
@@ -26,6 +26,16 @@ import { progressBar } from "./_progress.ts";
 
 const DTYPES = { f32: "F32", f16: "F16", bf16: "BF16" } as const;
 
+/** One line per named config: layers, width, parameters. */
+function configTable(): string {
+  return Object.entries(OPENELM_CONFIGS).map(([name, cfg]) => {
+    const t = describeConfig(cfg, 32000);
+    return `  ${name.padEnd(20)} ${String(t.numLayers).padStart(2)} layers, width ${
+      String(t.modelDim).padStart(4)
+    }, ${(t.parameterCount / 1e6).toFixed(1).padStart(7)} M parameters`;
+  }).join("\n");
+}
+
 /** The `synth` command. */
 export const synthCommand: Command = {
   name: "synth",
@@ -38,7 +48,8 @@ CoreNet names), initialised as CoreNet does, streamed tensor by tensor. The
 layer mapping defaults to CoreNet's published pairing (else an even spread)
 and is stored in __metadata__, so 'kvpred convert' needs no --mapping.
 
-Configs: ${Object.keys(OPENELM_CONFIGS).join(", ")}
+Configs (vocabulary 32000):
+${configTable()}
 
 Options:
   --base NAME, --aux NAME   the two configs

@@ -161,7 +161,8 @@ function checkFinite(values: Float32Array, what: string): void {
     throw new CheckpointError(
       `${what} has ${count} non-finite value${count > 1 ? "s" : ""} (first ${
         values[first]
-      } at index ${first}); use --allow-nonfinite to accept them`,
+      } at index ${first})`,
+      { hint: "allowNonfinite" },
     );
   }
 }

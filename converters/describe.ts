@@ -44,7 +44,7 @@ export class AmbiguousMappingError extends CheckpointError {
   override name = "AmbiguousMappingError";
   /** Creates the error; `candidates` are the mappings that fit the shapes. */
   constructor(message: string, readonly candidates: number[][]) {
-    super(message);
+    super(message, { hint: "mapping" });
   }
 }
 
@@ -286,7 +286,7 @@ function resolveMapping(
     throw new AmbiguousMappingError(
       `the layer mapping is ambiguous: ${ways} mappings fit the predictor's shapes ` +
         `(base layer ${candidates.findIndex((c) => c.length > 1)} could read auxiliary layers ` +
-        `${candidates.find((c) => c.length > 1)}); give it with --mapping`,
+        `${candidates.find((c) => c.length > 1)})`,
       candidates,
     );
   }

@@ -15,8 +15,27 @@
  * @module
  */
 
+/**
+ * What the caller can do about an error, as a key: a library message names
+ * no command-line flag; a front end (the CLI) turns the key into its own words.
+ */
+export type ErrorHint = "allowNonfinite" | "mapping" | "stateKey" | "force" | "checkpoint";
+
+/** Error options with a {@link ErrorHint}. */
+export interface HintedErrorOptions extends ErrorOptions {
+  /** What the caller can do about it. */
+  hint?: ErrorHint;
+}
+
 /** A checkpoint file is unreadable, malformed or inconsistent. */
 export class CheckpointError extends Error {
   /** "CheckpointError". */
   override name = "CheckpointError";
+  /** What the caller can do about it, when there is something. */
+  readonly hint?: ErrorHint;
+  /** Creates the error (one line naming the file or tensor at fault). */
+  constructor(message: string, options: HintedErrorOptions = {}) {
+    super(message, options);
+    this.hint = options.hint;
+  }
 }

@@ -117,13 +117,13 @@ function transformerEntries(
 export async function synthesize(options: SynthOptions): Promise<SynthResult> {
   const vocab = options.vocab ?? 32000;
   const dtype = options.dtype ?? "F32";
-  const base = config(options.base, vocab, "--base");
-  const auxiliary = config(options.aux, vocab, "--aux");
+  const base = config(options.base, vocab, "base config");
+  const auxiliary = config(options.aux, vocab, "auxiliary config");
   const mapping = options.mapping ??
     defaultMapping(options.base, options.aux, base.numLayers, auxiliary.numLayers);
   if (mapping.length !== base.numLayers || mapping.some((a) => a >= auxiliary.numLayers)) {
     throw new CheckpointError(
-      `--mapping ${mapping}: expected ${base.numLayers} entries in 0..${auxiliary.numLayers - 1}`,
+      `mapping ${mapping}: expected ${base.numLayers} entries in 0..${auxiliary.numLayers - 1}`,
     );
   }
   let counter = (options.seed ?? 0) * 1_000_003;

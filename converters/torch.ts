@@ -518,7 +518,7 @@ function findStateDict(
   stateKey: string | undefined,
   path: string,
 ): { tensors: Map<string, TorchTensor>; key?: string } {
-  const hint = "choose one with stateKey (--state-key)";
+  const hint = "choose one with the state key";
   if (stateKey !== undefined) {
     if (!(root instanceof PickleDict)) {
       throw new CheckpointError(
@@ -548,12 +548,14 @@ function findStateDict(
   if (candidates.length > 1) {
     throw new CheckpointError(
       `${path}: several state dicts (${candidates.map(keyText).join(", ")}); ${hint}`,
+      { hint: "stateKey" },
     );
   }
   if (candidates.length === 0) {
     throw new CheckpointError(
       `${path}: no state dict: tensors are neither at the top level (${top}) nor under ` +
         `${STATE_DICT_KEYS.join(", ")}; top-level keys: ${listKeys(root)}; ${hint}`,
+      { hint: "stateKey" },
     );
   }
   const key = candidates[0];

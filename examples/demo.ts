@@ -1,8 +1,10 @@
 /**
  * The demo — kvpred's main job on a built-in example, in about a minute on
  * two cores: synthesise a small OpenELM-style KV-prediction model, export it
- * to ONNX, validate ONNX Runtime against the reference runtime, measure TTFT
- * base-only beside KV prediction, and report.
+ * to ONNX in fp32 and quantized variants, validate ONNX Runtime against the
+ * reference runtime computing each variant's arithmetic, measure TTFT
+ * base-only beside KV prediction for fp32 and the auxiliary-q8/base-q4
+ * variant, and report.
  *
  * @example
  * ```sh
@@ -15,6 +17,8 @@
 import { synthesize } from "../converters/synth.ts";
 import { convert } from "../graphs/bundle.ts";
 import { plotSeries } from "../cli/bench.ts";
+import { ALL_VARIANTS } from "../cli/_dtype.ts";
+import { matmulModel } from "../graphs/probe.ts";
 import { ttftPlot } from "../cli/_plot.ts";
 import { benchBundle } from "../runtime/ttft.ts";
 import { validateBundle } from "../runtime/validate.ts";
@@ -38,29 +42,51 @@ console.log(
     `mapping ${synth.mapping.join(",")}`,
 );
 
-step(2, "exporting the ONNX bundle (KV prediction + base-only baseline)");
-await convert({ checkpoint }, { out: bundle, force: true });
-console.log(
-  `  ${bundle}/onnx/model.onnx, model_base.onnx, model.onnx_data, config.json, kvpred.json`,
-);
+step(2, "exporting the ONNX bundle: fp32, q8, q4 and auxiliary-q8/base-q4 variants");
+const manifest = await convert({ checkpoint }, {
+  out: bundle,
+  force: true,
+  variants: ALL_VARIANTS.slice(),
+});
+for (const v of manifest.variants) {
+  console.log(
+    `  ${v.name.padEnd(16)} ${v.graphs.kvp.file}, ${v.graphs.base.file} ` +
+      `(${(v.weightBytes / 1e6).toFixed(1)} MB of weights)`,
+  );
+}
 
-step(3, "validating ONNX Runtime against the reference runtime");
-const check = await validateBundle(bundle, { prompts: 3, promptLength: 24, decodeSteps: 4 });
-console.log(
-  `  ${check.cases.length} cases: max |Δ logits| ${
-    check.maxLogitDiff.toExponential(2)
-  } (tolerance ${check.tolerance}), ` +
-    `max |Δ cache| ${check.maxCacheDiff.toExponential(2)}, greedy tokens ${
-      check.tokensAgree ? "identical" : "DIFFER"
-    }`,
-);
+step(3, "validating ONNX Runtime against the reference runtime, per variant");
+const checks = [];
+for (const variant of ["fp32", "aux-q8_base-q4"]) {
+  const check = await validateBundle(bundle, {
+    variant,
+    prompts: 3,
+    promptLength: 24,
+    decodeSteps: 4,
+  });
+  checks.push(check);
+  console.log(
+    `  ${variant.padEnd(16)} ${check.cases.length} cases: max |Δ logits| ${
+      check.maxLogitDiff.toExponential(2)
+    } (tolerance ${check.tolerance}), max |Δ cache| ${
+      check.maxCacheDiff.toExponential(2)
+    }, greedy tokens ${check.tokensAgree ? "agree" : "DIFFER"}`,
+  );
+}
 
 step(4, "measuring time to first token (median of 5 runs after a warm-up, alternating)");
-const report = await benchBundle(bundle, { promptLengths: [64, 128, 256, 512], reps: 5 });
-console.log("  prompt   base ms    KVP ms   speedup   FLOPs ratio   efficiency");
+const report = await benchBundle(bundle, {
+  variants: ["fp32", "aux-q8_base-q4"],
+  promptLengths: [64, 128, 256, 512],
+  reps: 5,
+  matmulModel,
+});
+console.log("  variant          prompt   base ms    KVP ms   speedup   FLOPs ratio   efficiency");
 for (const r of report.lengths) {
   console.log(
-    `  ${String(r.promptLength).padStart(6)} ${r.ttft.base.median.toFixed(1).padStart(9)} ` +
+    `  ${r.dtype.padEnd(16)} ${String(r.promptLength).padStart(6)} ${
+      r.ttft.base.median.toFixed(1).padStart(9)
+    } ` +
       `${r.ttft.kvp.median.toFixed(1).padStart(9)} ${r.speedup.toFixed(2).padStart(8)}× ` +
       `${r.flopsRatio.toFixed(2).padStart(12)}× ${
         (100 * r.flopsEfficiency).toFixed(0).padStart(10)
@@ -72,15 +98,18 @@ await Deno.writeTextFile(
   ttftPlot(plotSeries(report), `TTFT, ${BASE} + ${AUX}, ONNX Runtime`),
 );
 
-const last = report.lengths.at(-1)!;
+const last = report.lengths.filter((r) => r.dtype === "fp32").at(-1)!;
+const quant = report.lengths.filter((r) => r.dtype === "aux-q8_base-q4").at(-1)!;
+const pass = checks.every((c) => c.pass);
 console.log(`
-Report: at ${last.promptLength} tokens KV prediction reaches the first token ${
+Report: at ${last.promptLength} tokens fp32 KV prediction reaches the first token ${
   last.speedup.toFixed(2)
-}× sooner
-than the base model alone (FLOPs promise ${
-  last.flopsRatio.toFixed(2)
-}×), and ONNX Runtime agrees with the
-reference runtime (${check.pass ? "PASS" : "FAIL"}).
+}× sooner than
+the fp32 base model alone (FLOPs promise ${last.flopsRatio.toFixed(2)}×); the quantized variant's KV
+prediction takes ${quant.ttft.kvp.median.toFixed(1)} ms, ${
+  (last.ttft.kvp.median / quant.ttft.kvp.median).toFixed(2)
+}× faster than fp32 KV prediction. ONNX Runtime
+agrees with the reference runtime on every variant checked (${pass ? "PASS" : "FAIL"}).
   bundle: ${bundle}
   plot:   ${plot}`);
-if (!check.pass) Deno.exit(1);
+if (!pass) Deno.exit(1);

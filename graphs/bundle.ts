@@ -304,7 +304,7 @@ export async function convert(
   const precisions = options.variants ?? [{ auxiliary: "fp32", base: "fp32" }];
   if (precisions.length === 0) throw new RangeError("no variant to write");
   if (!options.force && await exists(out)) {
-    throw new BundleError(`${out} already exists (use --force to replace it)`);
+    throw new BundleError(`${out} already exists`, { hint: "force" });
   }
   const index = await openCheckpoint(sources);
   const tmp = `${out}.partial-${crypto.randomUUID().slice(0, 8)}`;

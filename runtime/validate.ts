@@ -232,7 +232,8 @@ async function recordedSources(
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       throw new CheckpointError(
-        `${path}: the bundle's recorded source checkpoint is gone (give the checkpoint explicitly)`,
+        `${path}: the bundle's recorded source checkpoint is gone`,
+        { hint: "checkpoint" },
       );
     }
     if (sha !== s.sha256) {
@@ -337,10 +338,14 @@ export async function validateBundle(
   const cases: Case[] = (["kvp", "base"] as const).flatMap((mode) =>
     sets.map(([name, set]) => ({ name, mode, input: ortModel.batch(set) }))
   );
-  // 1. ONNX Runtime, recorded; its weights are released before the reference loads.
+  // 1. ONNX Runtime, recorded; its weights are released before the reference loads,
+  // and each graph's session before the other's is made (both hold the base weights).
   const fromOrt: Trace[] = [];
   try {
-    for (const c of cases) fromOrt.push(await trace(ortModel, c.input, c.mode, decodeSteps));
+    for (const [i, c] of cases.entries()) {
+      if (i > 0 && cases[i - 1].mode !== c.mode) await ortModel.releaseSession(cases[i - 1].mode);
+      fromOrt.push(await trace(ortModel, c.input, c.mode, decodeSteps));
+    }
   } finally {
     await ortModel.release();
   }
