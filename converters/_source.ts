@@ -17,7 +17,8 @@
  */
 
 import * as fs from "node:fs";
-import { toDenoFsError } from "./_fs_error.ts";
+import { fsErrorWords, toDenoFsError } from "./_fs_error.ts";
+import { CheckpointError } from "./errors.ts";
 
 /** Positional reads over a fixed-size byte range. */
 export interface ByteSource {
@@ -73,4 +74,19 @@ export function memorySource(bytes: Uint8Array): ByteSource {
     },
     close() {},
   };
+}
+
+/** Opens a regular file for positional reads; a CheckpointError names the file when it cannot. */
+export async function openCheckpointFile(path: string): Promise<ByteSource> {
+  let source: ByteSource & { isFile: boolean };
+  try {
+    source = await fileSource(path);
+  } catch (e) {
+    throw new CheckpointError(`${path}: cannot open: ${fsErrorWords(e)}`);
+  }
+  if (!source.isFile) {
+    source.close();
+    throw new CheckpointError(`${path}: not a regular file`);
+  }
+  return source;
 }

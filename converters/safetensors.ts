@@ -16,9 +16,8 @@
 
 import { decodeFloats, type Dtype, DTYPE_SIZE, FLOAT_DTYPES, isDtype } from "./_dtype.ts";
 import { CheckpointError } from "./errors.ts";
-import { fsErrorWords } from "./_fs_error.ts";
 import { checkJsonKeys } from "./_json.ts";
-import { type ByteSource, fileSource } from "./_source.ts";
+import { type ByteSource, openCheckpointFile } from "./_source.ts";
 import type { TensorFile } from "./tensor_file.ts";
 import { rawPickleError } from "./torch.ts";
 
@@ -171,16 +170,7 @@ export class SafetensorsFile implements TensorFile {
 
   /** Opens and validates `path`. Throws CheckpointError for anything malformed. */
   static async open(path: string): Promise<SafetensorsFile> {
-    let source: ByteSource & { isFile: boolean };
-    try {
-      source = await fileSource(path);
-    } catch (e) {
-      throw new CheckpointError(`${path}: cannot open: ${fsErrorWords(e)}`);
-    }
-    if (!source.isFile) {
-      source.close();
-      throw new CheckpointError(`${path}: not a regular file`);
-    }
+    const source = await openCheckpointFile(path);
     return SafetensorsFile.fromSource(path, source);
   }
 

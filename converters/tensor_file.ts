@@ -18,9 +18,8 @@
  * @module
  */
 
-import { CheckpointError } from "./errors.ts";
 import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
-import { type ByteSource, fileSource } from "./_source.ts";
+import { openCheckpointFile } from "./_source.ts";
 import { readExactly } from "./_zip.ts";
 import { rawPickleError, TorchFile, type TorchOpenOptions } from "./torch.ts";
 
@@ -62,17 +61,7 @@ export async function openTensorFile(
   path: string,
   options: OpenTensorFileOptions = {},
 ): Promise<TensorFile> {
-  let source: ByteSource & { isFile: boolean };
-  try {
-    source = await fileSource(path);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
-    throw new CheckpointError(`${path}: cannot open: ${why}`);
-  }
-  if (!source.isFile) {
-    source.close();
-    throw new CheckpointError(`${path}: not a regular file`);
-  }
+  const source = await openCheckpointFile(path);
   let first: Uint8Array;
   try {
     first = await readExactly(source, path, 0, Math.min(source.size, 16));

@@ -28,7 +28,7 @@ import {
   type PickleValue,
   unpickle,
 } from "./_pickle.ts";
-import { type ByteSource, fileSource } from "./_source.ts";
+import { type ByteSource, openCheckpointFile } from "./_source.ts";
 import {
   entryDataOffset,
   readExactly,
@@ -168,17 +168,7 @@ export class TorchFile implements TensorFile {
 
   /** Opens and validates `path`. Throws CheckpointError for anything malformed or refused. */
   static async open(path: string, options: TorchOpenOptions = {}): Promise<TorchFile> {
-    let source: ByteSource & { isFile: boolean };
-    try {
-      source = await fileSource(path);
-    } catch (e) {
-      const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
-      throw new CheckpointError(`${path}: cannot open: ${why}`);
-    }
-    if (!source.isFile) {
-      source.close();
-      throw new CheckpointError(`${path}: not a regular file`);
-    }
+    const source = await openCheckpointFile(path);
     return TorchFile.fromSource(path, source, options);
   }
 
