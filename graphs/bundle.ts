@@ -38,7 +38,12 @@ import { sha256Source } from "../converters/hf.ts";
 import { createHash } from "node:crypto";
 import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
 import { isBlockSize, quantizeRows } from "../converters/quant.ts";
-import { LLAMA2_TOKENIZER_JSON, Tokenizer, TokenizerError } from "../tokenizer/llama.ts";
+import {
+  LLAMA2_TOKENIZER_JSON,
+  LLAMA2_VOCAB_SIZE,
+  Tokenizer,
+  TokenizerError,
+} from "../tokenizer/llama.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
 import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
 import { encodeModel } from "./builder.ts";
@@ -430,6 +435,8 @@ async function bundleTokenizer(
     }
     return { path: given, source: given };
   }
+  // LLaMA-2's vocabulary has 32000 tokens: only then is the built-in tokenizer loaded at all.
+  if (desc.base.vocabSize !== LLAMA2_VOCAB_SIZE) return undefined;
   const builtin = await Tokenizer.llama2();
   return builtin.vocabSize === desc.base.vocabSize
     ? { path: LLAMA2_TOKENIZER_JSON, source: "built-in LLaMA-2 (OpenELM's tokenizer)" }

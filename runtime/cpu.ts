@@ -31,12 +31,14 @@ const INT8 = ["avx_vnni", "avx512_vnni", "amx_tile", "amx_int8"];
 /** Reads /proc/cpuinfo (Linux); elsewhere only the core count is known. */
 export async function cpuInfo(): Promise<CpuInfo> {
   let text = "";
+  let why: string = Deno.build.os;
   try {
     text = await Deno.readTextFile("/proc/cpuinfo");
-  } catch {
-    // not Linux: features unknown
+  } catch (e) {
+    // Not Linux, or Deno's permissions: /proc needs --allow-all.
+    if (e instanceof Deno.errors.NotCapable) why = "unknown (reading /proc/cpuinfo needs -A)";
   }
-  const model = /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? Deno.build.os;
+  const model = /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? why;
   const flags = new Set((/^flags\s*:\s*(.+)$/m.exec(text)?.[1] ?? "").split(/\s+/));
   return {
     model,

@@ -8,7 +8,12 @@
 import assert from "node:assert/strict";
 import { AutoTokenizer, env } from "@huggingface/transformers";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
-import { LLAMA2_TOKENIZER_JSON, Tokenizer, TokenizerError } from "../tokenizer/llama.ts";
+import {
+  LLAMA2_TOKENIZER_JSON,
+  LLAMA2_VOCAB_SIZE,
+  Tokenizer,
+  TokenizerError,
+} from "../tokenizer/llama.ts";
 import { variedStrings } from "../tokenizer/_make_vocab.ts";
 import { tempDir } from "./_helpers.ts";
 
@@ -70,6 +75,7 @@ Deno.test("llama2: BOS, EOS and vocabulary size", () => {
   assert.equal(llama2.bosTokenId, 1);
   assert.equal(llama2.eosTokenId, 2);
   assert.equal(llama2.vocabSize, 32000);
+  assert.equal(llama2.vocabSize, LLAMA2_VOCAB_SIZE);
   assert.equal(llama2.legacy, true);
   assert.equal(llama2.idToToken(29871), "▁");
   assert.equal(llama2.tokenToId("<0x0A>"), 13);

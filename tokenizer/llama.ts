@@ -28,6 +28,9 @@ export type { AddedToken };
 /** The built-in LLaMA-2 vocabulary (Hugging Face tokenizer.json format). */
 export const LLAMA2_TOKENIZER_JSON: URL = new URL("./llama2.tokenizer.json", import.meta.url);
 
+/** Tokens in the built-in LLaMA-2 vocabulary (checked against the file by the tests). */
+export const LLAMA2_VOCAB_SIZE = 32000;
+
 /** Options of {@linkcode Tokenizer.encode}. */
 export interface EncodeOptions {
   /** Put the BOS token first. Default true. */
