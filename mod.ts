@@ -13,7 +13,12 @@
  * @module
  */
 
-export { CheckpointError, type ErrorHint, type HintedErrorOptions } from "./converters/errors.ts";
+export {
+  CheckpointError,
+  type ErrorHint,
+  HintedError,
+  type HintedErrorOptions,
+} from "./converters/errors.ts";
 export type { Dtype } from "./converters/safetensors.ts";
 export { SafetensorsFile, type TensorInfo } from "./converters/safetensors.ts";
 export {

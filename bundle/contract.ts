@@ -16,7 +16,7 @@
  */
 
 import type { Dtype } from "../converters/_dtype.ts";
-import type { ErrorHint, HintedErrorOptions } from "../converters/errors.ts";
+import { HintedError } from "../converters/errors.ts";
 import type { PrefillFlops } from "../converters/flops.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import type { VariantPrecision } from "../converters/precision.ts";
@@ -167,14 +167,7 @@ export interface BundleManifest {
 }
 
 /** A bundle is missing, malformed, or fails its integrity check. */
-export class BundleError extends Error {
+export class BundleError extends HintedError {
   /** "BundleError". */
   override name = "BundleError";
-  /** What the caller can do about it, when there is something. */
-  readonly hint?: ErrorHint;
-  /** Creates the error (one line naming the bundle or file at fault). */
-  constructor(message: string, options: HintedErrorOptions = {}) {
-    super(message, options);
-    this.hint = options.hint;
-  }
 }

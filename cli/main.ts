@@ -10,7 +10,7 @@
  * @module
  */
 
-import { CheckpointError, type ErrorHint } from "../converters/errors.ts";
+import { CheckpointError, type ErrorHint, HintedError } from "../converters/errors.ts";
 import { fsErrorWords, isFsError } from "../converters/_fs_error.ts";
 import { InputError } from "../runtime/errors.ts";
 import { type Command, UsageError } from "./_args.ts";
@@ -106,9 +106,7 @@ export function report(e: unknown): number {
     InterruptedError,
     TokenizerError,
   ].some((c) => e instanceof c);
-  const hint = (e instanceof CheckpointError || e instanceof BundleError) && e.hint
-    ? HINTS[e.hint]
-    : "";
+  const hint = e instanceof HintedError && e.hint ? HINTS[e.hint] : "";
   const message = plainOsText(e instanceof Error ? e.message : String(e)) + hint;
   if (known) {
     console.error(`kvpred: ${message}`);

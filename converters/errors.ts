@@ -27,15 +27,19 @@ export interface HintedErrorOptions extends ErrorOptions {
   hint?: ErrorHint;
 }
 
-/** A checkpoint file is unreadable, malformed or inconsistent. */
-export class CheckpointError extends Error {
-  /** "CheckpointError". */
-  override name = "CheckpointError";
+/** An expected failure, one line, with what the caller can do about it. */
+export class HintedError extends Error {
   /** What the caller can do about it, when there is something. */
   readonly hint?: ErrorHint;
-  /** Creates the error (one line naming the file or tensor at fault). */
+  /** Creates the error (one line naming the file, tensor or option at fault). */
   constructor(message: string, options: HintedErrorOptions = {}) {
     super(message, options);
     this.hint = options.hint;
   }
+}
+
+/** A checkpoint file is unreadable, malformed or inconsistent. */
+export class CheckpointError extends HintedError {
+  /** "CheckpointError". */
+  override name = "CheckpointError";
 }

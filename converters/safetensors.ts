@@ -14,12 +14,13 @@
  * @module
  */
 
-import { decodeFloats, type Dtype, DTYPE_SIZE, FLOAT_DTYPES, isDtype } from "./_dtype.ts";
+import { decodeFloats, type Dtype, DTYPE_SIZE, isDtype } from "./_dtype.ts";
 import { CheckpointError } from "./errors.ts";
 import { checkJsonKeys } from "./_json.ts";
 import { type ByteSource, openCheckpointFile } from "./_source.ts";
 import type { TensorFile } from "./tensor_file.ts";
 import { rawPickleError } from "./torch.ts";
+import { floatEntry, tensorEntry } from "./_tensor_info.ts";
 
 export type { Dtype } from "./_dtype.ts";
 
@@ -203,9 +204,7 @@ export class SafetensorsFile implements TensorFile {
 
   /** The entry for `name`; throws CheckpointError when absent. */
   info(name: string): TensorInfo {
-    const info = this.tensors.get(name);
-    if (!info) throw new CheckpointError(`${this.path}: no tensor '${name}'`);
-    return info;
+    return tensorEntry(this.path, this.tensors, name);
   }
 
   /**
@@ -215,12 +214,7 @@ export class SafetensorsFile implements TensorFile {
    * chunks. Reads are positional, so concurrent calls are safe.
    */
   async readFloat32(name: string, out?: Float32Array): Promise<Float32Array> {
-    const info = this.info(name);
-    if (!FLOAT_DTYPES.includes(info.dtype)) {
-      throw new CheckpointError(
-        `${this.path}: tensor '${name}' is ${info.dtype}, expected F32, F16 or BF16`,
-      );
-    }
+    const info = floatEntry(this.path, this.tensors, name);
     if (!out) {
       const bytes = await readAt(this.file, this.path, info.offset, info.byteLength);
       return decodeFloats(bytes, info.dtype);

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { decodeFloats, type Dtype, DTYPE_SIZE, FLOAT_DTYPES } from "./_dtype.ts";
+import { decodeFloats, type Dtype, DTYPE_SIZE } from "./_dtype.ts";
 import { CheckpointError } from "./errors.ts";
 import {
   PickleDict,
@@ -38,6 +38,7 @@ import {
 } from "./_zip.ts";
 import type { TensorInfo } from "./safetensors.ts";
 import type { TensorFile } from "./tensor_file.ts";
+import { floatEntry, tensorEntry } from "./_tensor_info.ts";
 
 /** Where a torch tensor lives: its storage entry, offset and strides, all in elements. */
 export interface TorchTensorInfo extends TensorInfo {
@@ -231,9 +232,7 @@ export class TorchFile implements TensorFile {
 
   /** The entry for `name`; throws CheckpointError when absent. */
   info(name: string): TorchTensorInfo {
-    const info = this.tensors.get(name);
-    if (!info) throw new CheckpointError(`${this.path}: no tensor '${name}'`);
-    return info;
+    return tensorEntry(this.path, this.tensors, name);
   }
 
   /**
@@ -241,12 +240,7 @@ export class TorchFile implements TensorFile {
    * views. With `out` (at least the tensor's size) the values land there.
    */
   async readFloat32(name: string, out?: Float32Array): Promise<Float32Array> {
-    const info = this.info(name);
-    if (!FLOAT_DTYPES.includes(info.dtype)) {
-      throw new CheckpointError(
-        `${this.path}: tensor '${name}' is ${info.dtype}, expected F32, F16 or BF16`,
-      );
-    }
+    const info = floatEntry(this.path, this.tensors, name);
     if (out && out.length < info.size) {
       throw new RangeError(`readFloat32: '${name}' needs ${info.size} values`);
     }

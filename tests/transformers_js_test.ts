@@ -13,28 +13,37 @@ import { convert } from "../graphs/bundle.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { expected, FIXTURE, tempDir } from "./_helpers.ts";
 
+/** transformers.js loads `name` with `options` and greedily generates 6 tokens per 9-token prompt. */
+async function sixTokens(
+  name: string,
+  options: Record<string, string>,
+  prompts: number[][],
+): Promise<number[][]> {
+  const model = await AutoModelForCausalLM.from_pretrained(name, { ...options, device: "cpu" });
+  const ids = prompts.flat();
+  const out = await model.generate({
+    input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [prompts.length, 9]),
+    attention_mask: new Tensor("int64", new BigInt64Array(ids.length).fill(1n), [
+      prompts.length,
+      9,
+    ]),
+    max_new_tokens: 6,
+    do_sample: false,
+  }) as Tensor;
+  await model.dispose();
+  return (out.tolist() as bigint[][]).map((r) => r.slice(9).map(Number));
+}
+
 Deno.test("transformers.js generate() on the bundle returns the fixture's kvp.generated", async () => {
   await using tmp = await tempDir();
   await convert({ checkpoint: FIXTURE }, { out: `${tmp.path}/tiny-kvp` });
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
   env.localModelPath = `${tmp.path}/`;
-  const model = await AutoModelForCausalLM.from_pretrained("tiny-kvp", {
-    dtype: "fp32",
-    device: "cpu",
-  });
   const exp = await expected();
-  const ids = exp.prompts.flat();
-  const out = await model.generate({
-    input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [2, 9]),
-    attention_mask: new Tensor("int64", new BigInt64Array(18).fill(1n), [2, 9]),
-    max_new_tokens: 6,
-    do_sample: false,
-  }) as Tensor;
-  const rows = (out.tolist() as bigint[][]).map((r) => r.slice(9).map(Number));
+  const rows = await sixTokens("tiny-kvp", { dtype: "fp32" }, exp.prompts);
   const want = await exp.ints("kvp.generated");
   assert.deepEqual(rows, [want.slice(0, 6), want.slice(6)]);
-  await model.dispose();
 });
 
 Deno.test("transformers.js loads the q8, q4 and mixed variants and reproduces kvpred's ONNX Runtime tokens", async () => {
@@ -45,7 +54,6 @@ Deno.test("transformers.js loads the q8, q4 and mixed variants and reproduces kv
   env.allowLocalModels = true;
   env.localModelPath = `${tmp.path}/`;
   const exp = await expected();
-  const ids = exp.prompts.flat();
   // [transformers.js options, kvpred variant]: the mixed one by its documented file name.
   const cases: [Record<string, string>, string][] = [
     [{ dtype: "q8" }, "q8"],
@@ -53,18 +61,7 @@ Deno.test("transformers.js loads the q8, q4 and mixed variants and reproduces kv
     [{ dtype: "fp32", model_file_name: "model_aux-q8_base-q4" }, "aux-q8_base-q4"],
   ];
   for (const [options, variant] of cases) {
-    const model = await AutoModelForCausalLM.from_pretrained("tiny-kvp-quant", {
-      ...options,
-      device: "cpu",
-    });
-    const out = await model.generate({
-      input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [2, 9]),
-      attention_mask: new Tensor("int64", new BigInt64Array(18).fill(1n), [2, 9]),
-      max_new_tokens: 6,
-      do_sample: false,
-    }) as Tensor;
-    await model.dispose();
-    const rows = (out.tolist() as bigint[][]).map((r) => r.slice(9).map(Number));
+    const rows = await sixTokens("tiny-kvp-quant", options, exp.prompts);
     const ours = await OrtModel.load(dir, { variant });
     const want = await ours.generate(exp.prompts, { maxNewTokens: 6 });
     await ours.release();
