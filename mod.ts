@@ -123,3 +123,40 @@ export {
   type Timing,
 } from "./runtime/ttft.ts";
 export type { CpuInfo } from "./runtime/cpu.ts";
+export {
+  agreement,
+  type AgreementLoadOptions,
+  AgreementModel,
+  type AgreementOptions,
+  type AgreementReport,
+  type BaselineSource,
+  type LayerError,
+  type PredictorAgreement,
+} from "./runtime/agree.ts";
+export { type OpenedPart, openPart, type OpenPartOptions } from "./converters/part.ts";
+export {
+  checkKeepLayers,
+  everyNth,
+  naturalMapping,
+  prune,
+  PruneError,
+  type PruneOptions,
+  type PruneResult,
+} from "./converters/prune.ts";
+export {
+  choleskyInPlace,
+  choleskySolveInPlace,
+  RidgeAccumulator,
+  type RidgeFit,
+  type RidgeInput,
+  type RidgeSolveOptions,
+  type RidgeTarget,
+  SingularSystemError,
+} from "./runtime/fit.ts";
+export {
+  type CacheError,
+  type KvFit,
+  type KvLayerFit,
+  type LayerCacheError,
+  predictorEntries,
+} from "./runtime/calibration.ts";

@@ -21,6 +21,9 @@ import { benchCommand } from "./bench.ts";
 import { flopsCommand } from "./flops.ts";
 import { synthCommand } from "./synth.ts";
 import { validateCommand } from "./validate.ts";
+import { agreeCommand } from "./agree.ts";
+import { pruneCommand } from "./prune.ts";
+import { fitCommand } from "./fit.ts";
 import { BundleError } from "../bundle/contract.ts";
 import { TokenizerError } from "../tokenizer/errors.ts";
 
@@ -33,6 +36,9 @@ export const COMMANDS: readonly Command[] = [
   synthCommand,
   flopsCommand,
   benchCommand,
+  pruneCommand,
+  fitCommand,
+  agreeCommand,
 ];
 
 const HELP = `kvpred — KV Prediction models: import, run, export, check, measure

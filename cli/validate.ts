@@ -12,7 +12,6 @@
  */
 
 import { readManifest } from "../bundle/manifest.ts";
-import { fsErrorWords } from "../converters/_fs_error.ts";
 import {
   type CaseReport,
   type QualityReport,
@@ -20,6 +19,7 @@ import {
   type ValidateReport,
 } from "../runtime/validate.ts";
 import { bundleVariants } from "./_dtype.ts";
+import { readIdLines } from "./_ids.ts";
 import {
   CHECKPOINT_HELP,
   CHECKPOINT_OPTIONS,
@@ -42,22 +42,8 @@ function parseTolerance(text: string | undefined): number {
 }
 
 /** Reads prompts as token ids: one per line, separated by commas or spaces. */
-export async function readPromptIds(path: string, option: string): Promise<number[][]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new UsageError(`${option} ${path}: ${fsErrorWords(e)}`);
-  }
-  const prompts = text.split("\n").map((l) => l.trim()).filter((l) => l !== "").map((l, i) => {
-    const ids = l.split(/[\s,]+/).map(Number);
-    if (ids.some((n) => !Number.isSafeInteger(n) || n < 0)) {
-      throw new UsageError(`${option} ${path}: line ${i + 1} is not a list of token ids`);
-    }
-    return ids;
-  });
-  if (prompts.length === 0) throw new UsageError(`${option} ${path}: no prompts in the file`);
-  return prompts;
+export function readPromptIds(path: string, option: string): Promise<number[][]> {
+  return readIdLines(path, option, { what: "prompts" });
 }
 
 function formatQuality(q: QualityReport): string {

@@ -81,7 +81,18 @@ async function declaredOptions(name: string): Promise<string[]> {
 Deno.test("every command has --help: exit 0, its usage line and every option it takes", async () => {
   assert.deepEqual(
     COMMANDS.map((c) => c.name),
-    ["inspect", "generate", "convert", "validate", "synth", "flops", "bench"],
+    [
+      "inspect",
+      "generate",
+      "convert",
+      "validate",
+      "synth",
+      "flops",
+      "bench",
+      "prune",
+      "fit",
+      "agree",
+    ],
   );
   const top = await kvpred("--help");
   assert.equal(top.code, 0);

@@ -1,0 +1,188 @@
+/**
+ * `kvpred agree`: how well a KV predictor predicts on held-out prompts — per
+ * base layer the relative error of its keys and values, and first-token KL
+ * and agreement of KV prediction against base-only — beside the mean
+ * baseline (and a fitted predictor, side by side).
+ *
+ * @example
+ * ```ts
+ * import { agreeCommand } from "./agree.ts";
+ * await agreeCommand.run([
+ *   "--checkpoint", "tests/fixtures/trained-tiny/trained-tiny.safetensors",
+ *   "--prompts-ids", "tests/fixtures/trained-tiny/prompts.txt",
+ * ]);
+ * ```
+ *
+ * @module
+ */
+
+import { fsErrorWords } from "../converters/_fs_error.ts";
+import type { KvpDescription } from "../converters/model.ts";
+import { agreement, AgreementModel, type AgreementReport } from "../runtime/agree.ts";
+import { InputError } from "../runtime/errors.ts";
+import {
+  CHECKPOINT_HELP,
+  CHECKPOINT_OPTIONS,
+  checkpointSources,
+  type Command,
+  mappingOption,
+  parse,
+  UsageError,
+} from "./_args.ts";
+import { chooseTokenizer } from "./_text.ts";
+import { readPromptIds } from "./validate.ts";
+
+/** Prompts as text, one a line (empty lines skipped). */
+async function readPromptLines(path: string, option: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(`${option} ${path}: ${fsErrorWords(e)}`);
+  }
+  const lines = text.split("\n").map((l) => l.replace(/\r$/, "")).filter((l) => l.trim() !== "");
+  if (lines.length === 0) throw new UsageError(`${option} ${path}: no prompts in the file`);
+  return lines;
+}
+
+/** Token-id problems, named by the file they came from. */
+function checkIds(prompts: number[][], d: KvpDescription, option: string, path: string): void {
+  const vocab = d.base.vocabSize;
+  prompts.forEach((p, i) => {
+    const bad = p.find((id) => id >= vocab);
+    if (bad !== undefined) {
+      throw new InputError(
+        `${option} ${path}: prompt ${i + 1} has token id ${bad}, outside the vocabulary ` +
+          `0..${vocab - 1}`,
+      );
+    }
+  });
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+/** The report as a table per layer and a summary line per predictor. */
+export function formatAgreement(report: AgreementReport): string {
+  const { predictors } = report;
+  const head = ["layer", ...predictors.flatMap((p) => [`${p.name} K`, `${p.name} V`])];
+  const width = Math.max(10, ...head.map((h) => h.length + 2));
+  const rows = predictors[0].layers.map((_, i) =>
+    [
+      String(i).padEnd(5),
+      ...predictors.flatMap((p) => [p.layers[i].key, p.layers[i].value])
+        .map((v) => v.toFixed(4).padStart(width)),
+    ].join("")
+  );
+  const b = report.baseline;
+  const name = Math.max(...predictors.map((p) => p.name.length)) + 1;
+  return [
+    `${report.prompts} prompts, ${report.positions} predicted positions; relative error ` +
+    "‖ŷ − y‖/‖y‖ of raw keys (K) and values (V) per base layer:",
+    [head[0], ...head.slice(1).map((h) => h.padStart(width))].join(""),
+    ...rows,
+    ...predictors.map((p) =>
+      `${`${p.name}:`.padEnd(name + 1)} first-token agreement ${pct(p.firstTokenAgreement)} ` +
+      `(${p.agreeing}/${report.prompts}), KL(base ‖ kvp) ${p.firstTokenKl.toExponential(3)}, ` +
+      `mapping ${p.mapping.join(",")}`
+    ),
+    `the mean baseline predicts the base model's mean keys and values over ${b.positions} ` +
+    `positions of ${b.prompts} ` +
+    (b.from === "prompts" ? "evaluated prompts (the same ones)" : "calibration prompts"),
+  ].join("\n");
+}
+
+/** The `agree` command. */
+export const agreeCommand: Command = {
+  name: "agree",
+  summary: "KV predictor accuracy on held-out prompts, against the mean baseline",
+  help: `Usage: kvpred agree (--checkpoint F | --base F --aux F [--predictor F]) [--fitted F]
+                     (--prompts-ids FILE | --prompts-text FILE) [--baseline-from FILE] [--json]
+
+Measures a KV predictor on held-out prompts, one prompt at a time:
+  - per base layer, the relative error ‖ŷ − y‖/‖y‖ of the predicted keys and
+    values, summed over all prompts (sqrt of Σ squared error / Σ squares):
+    ŷ is the predictor applied to the auxiliary layer's raw K/V over each
+    prompt's first n−1 tokens, as in KV prediction, before the base's k_norm
+    and RoPE; y is the base layer's raw K/V over the same positions from a
+    base-only pass;
+  - the mean over prompts of KL(base-only ‖ KV prediction) of the first-token
+    distribution, and the share of prompts whose first greedy token agrees.
+The same figures for the mean baseline, which predicts for every position the
+mean of y (per layer, K and V): the mean over the evaluated prompts
+themselves, or over --baseline-from's calibration prompts. With --fitted, a
+fitted predictor is measured beside the checkpoint's own (or alone, when the
+checkpoint brings none: then --predictor may be left out).
+
+${CHECKPOINT_HELP}
+Options:
+  --fitted F            a fitted predictor (predicter.* or key_transforms.* tensors;
+                        its metadata's mapping, else the checkpoint's)
+  --prompts-ids FILE    prompts as token ids, one per line (commas or spaces)
+  --prompts-text FILE   prompts as text, one per line, tokenized (BOS first)
+  --tokenizer F         a Hugging Face tokenizer.json for --prompts-text
+  --baseline-from FILE  calibration prompts as token ids: the mean baseline's mean
+  --json                print the report as JSON`,
+  async run(args) {
+    const { values } = parse("agree", args, {
+      ...CHECKPOINT_OPTIONS,
+      fitted: { type: "string" },
+      "prompts-ids": { type: "string" },
+      "prompts-text": { type: "string" },
+      tokenizer: { type: "string" },
+      "baseline-from": { type: "string" },
+      json: { type: "boolean" },
+    });
+    const idsPath = values["prompts-ids"], textPath = values["prompts-text"];
+    if (idsPath !== undefined && textPath !== undefined) {
+      throw new UsageError("agree: give --prompts-ids or --prompts-text, not both");
+    }
+    if (idsPath === undefined && textPath === undefined) {
+      throw new UsageError(
+        "agree: no prompts given: use --prompts-ids FILE or --prompts-text FILE",
+      );
+    }
+    if (values.tokenizer !== undefined && textPath === undefined) {
+      throw new UsageError("agree: --tokenizer applies to --prompts-text");
+    }
+    if (values.base && values.aux && !values.predictor && values.fitted === undefined) {
+      throw new UsageError("agree: missing --predictor (or a fitted one with --fitted)");
+    }
+    // Without --predictor, a fitted predictor stands in for the checkpoint's.
+    const standIn = values.fitted !== undefined && values.predictor === undefined &&
+      values.base !== undefined && values.aux !== undefined;
+    const sources = checkpointSources("agree", {
+      ...values,
+      predictor: standIn ? values.fitted : values.predictor,
+    });
+    if (standIn) delete sources.predictor;
+    const ids = idsPath === undefined ? undefined : await readPromptIds(idsPath, "--prompts-ids");
+    const texts = textPath === undefined
+      ? undefined
+      : await readPromptLines(textPath, "--prompts-text");
+    const calibrationPath = values["baseline-from"];
+    const calibration = calibrationPath === undefined
+      ? undefined
+      : await readPromptIds(calibrationPath, "--baseline-from");
+    const check = (d: KvpDescription) => {
+      if (ids) checkIds(ids, d, "--prompts-ids", idsPath!);
+      if (calibration) checkIds(calibration, d, "--baseline-from", calibrationPath!);
+    };
+    const model = await AgreementModel.load(sources, {
+      mapping: mappingOption(values.mapping),
+      fitted: values.fitted,
+      check,
+    });
+    let prompts = ids;
+    if (texts) {
+      const tokenizer = await chooseTokenizer({
+        tokenizer: values.tokenizer,
+        checkpointTokenizer: model.description.tokenizerPath,
+        vocabSize: model.description.base.vocabSize,
+      });
+      prompts = texts.map((t) => tokenizer.encode(t));
+    }
+    const report = agreement(model, prompts!, { calibration });
+    console.log(values.json ? JSON.stringify(report, null, 2) : formatAgreement(report));
+    return 0;
+  },
+};
