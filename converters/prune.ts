@@ -23,12 +23,11 @@
  * @module
  */
 
-import { type Dtype, encodeFloats } from "./_dtype.ts";
 import { MAPPING_METADATA_KEY } from "./describe.ts";
 import { CheckpointError } from "./errors.ts";
 import { LAYER_TENSORS, layerName, type LayerTensor, MODEL_TENSORS, modelName } from "./names.ts";
 import { openPart, type OpenPartOptions } from "./part.ts";
-import { encodeHeader, type TensorEntry, writeAll } from "./safetensors_write.ts";
+import { type TensorEntry, writeSafetensors } from "./safetensors_write.ts";
 
 /** The layers to keep are not a valid selection for the model. */
 export class PruneError extends CheckpointError {
@@ -132,9 +131,10 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     if (!desc.tiedEmbeddings) {
       sources.push({ name: MODEL_TENSORS.classifier, from: modelName("base", "classifier") });
     }
+    // Each tensor is read when its turn comes: one at a time, in the source dtype.
     const entries: TensorEntry[] = sources.map(({ name, from }) => {
       const info = index.info(from);
-      return { name, dtype: info.dtype, shape: info.shape, data: new Float32Array(0) };
+      return { name, dtype: info.dtype, shape: info.shape, data: () => index.read(from) };
     });
     const metadata = {
       format: "pt",
@@ -142,24 +142,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
       select_layers: JSON.stringify(keepLayers),
       [MAPPING_METADATA_KEY]: JSON.stringify(mapping),
     };
-    const tmp = `${out}.partial-${crypto.randomUUID().slice(0, 8)}`;
-    const file = await Deno.open(tmp, { write: true, createNew: true });
-    try {
-      await writeAll(file, encodeHeader(entries, metadata));
-      for (let i = 0; i < sources.length; i++) {
-        const values = await index.read(sources[i].from);
-        await writeAll(file, encodeFloats(values, entries[i].dtype as Dtype));
-        onProgress?.(i + 1, sources.length);
-      }
-      file.close();
-      await Deno.rename(tmp, out);
-    } catch (e) {
-      try {
-        file.close();
-      } catch { /* already closed */ }
-      await Deno.remove(tmp).catch(() => {});
-      throw e;
-    }
+    await writeSafetensors(out, entries, { metadata, onProgress });
     const parameters = entries.reduce(
       (s, e) => s + e.shape.reduce((a, b) => a * b, 1),
       0,

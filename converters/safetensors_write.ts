@@ -27,7 +27,10 @@ export interface TensorEntry {
   /** Shape. */
   shape: readonly number[];
   /** The values, or a function giving them when their turn comes. */
-  data: Float32Array | BigInt64Array | (() => Float32Array | BigInt64Array);
+  data:
+    | Float32Array
+    | BigInt64Array
+    | (() => Float32Array | BigInt64Array | Promise<Float32Array | BigInt64Array>);
 }
 
 /** Options for {@link writeSafetensors}. */
@@ -82,7 +85,7 @@ export async function writeSafetensors(
     await writeAll(file, encodeHeader(entries, options.metadata));
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
-      const data = typeof e.data === "function" ? e.data() : e.data;
+      const data = typeof e.data === "function" ? await e.data() : e.data;
       const expected = e.shape.reduce((a, b) => a * b, 1);
       if (data.length !== expected) {
         throw new RangeError(`${e.name}: ${data.length} values for shape [${e.shape}]`);
