@@ -90,3 +90,23 @@ export async function openCheckpointFile(path: string): Promise<ByteSource> {
   }
   return source;
 }
+
+/**
+ * Fills `out` (default: a new buffer) with `length` bytes at `offset`, however
+ * many reads that takes; a CheckpointError names `path` when the file ends first.
+ */
+export async function readFully<T extends Uint8Array>(
+  source: ByteSource,
+  path: string,
+  offset: number,
+  length: number,
+  out: T,
+): Promise<T> {
+  let done = 0;
+  while (done < length) {
+    const n = await source.readAt(offset + done, out.subarray(done, length));
+    if (n === 0) throw new CheckpointError(`${path}: truncated: ended at byte ${offset + done}`);
+    done += n;
+  }
+  return out;
+}

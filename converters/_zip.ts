@@ -19,7 +19,7 @@
  */
 
 import { CheckpointError } from "./errors.ts";
-import type { ByteSource } from "./_source.ts";
+import { type ByteSource, readFully } from "./_source.ts";
 
 /** One central-directory entry, validated against the file size. */
 export interface ZipEntry {
@@ -67,13 +67,7 @@ export async function readExactly(
       `${path}: truncated: ${length} bytes at ${offset} lie beyond the ${source.size}-byte file`,
     );
   }
-  let done = 0;
-  while (done < length) {
-    const n = await source.readAt(offset + done, out.subarray(done, length));
-    if (n === 0) throw new CheckpointError(`${path}: truncated: ended at byte ${offset + done}`);
-    done += n;
-  }
-  return out;
+  return readFully(source, path, offset, length, out);
 }
 
 function u64(view: DataView, at: number, path: string, what: string): number {

@@ -17,7 +17,7 @@
 import { decodeFloats, type Dtype, DTYPE_SIZE, isDtype } from "./_dtype.ts";
 import { CheckpointError } from "./errors.ts";
 import { checkJsonKeys } from "./_json.ts";
-import { type ByteSource, openCheckpointFile } from "./_source.ts";
+import { type ByteSource, openCheckpointFile, readFully } from "./_source.ts";
 import type { TensorFile } from "./tensor_file.ts";
 import { rawPickleError } from "./torch.ts";
 import { floatEntry, tensorEntry } from "./_tensor_info.ts";
@@ -254,20 +254,14 @@ export class SafetensorsFile implements TensorFile {
   }
 }
 
-async function readAt(
+function readAt(
   source: ByteSource,
   path: string,
   offset: number,
   length: number,
   out: Uint8Array = new Uint8Array(length),
 ): Promise<Uint8Array> {
-  let done = 0;
-  while (done < length) {
-    const n = await source.readAt(offset + done, out.subarray(done, length));
-    if (n === 0) throw new CheckpointError(`${path}: truncated: ended at byte ${offset + done}`);
-    done += n;
-  }
-  return out;
+  return readFully(source, path, offset, length, out);
 }
 
 /**
