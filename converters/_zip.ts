@@ -67,7 +67,7 @@ export async function readExactly(
       `${path}: truncated: ${length} bytes at ${offset} lie beyond the ${source.size}-byte file`,
     );
   }
-  return readFully(source, path, offset, length, out);
+  return await readFully(source, path, offset, length, out);
 }
 
 function u64(view: DataView, at: number, path: string, what: string): number {

@@ -6,6 +6,9 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+import { type ByteSource, memorySource } from "../converters/_source.ts";
+import { CheckpointError } from "../converters/errors.ts";
 import { SafetensorsFile } from "../converters/safetensors.ts";
 import { type TensorEntry, writeSafetensors } from "../converters/safetensors_write.ts";
 
@@ -125,4 +128,29 @@ export async function kvpred(
   }).output();
   const text = new TextDecoder();
   return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/** A memory source that logs every read as `[offset, length]`. */
+export function countingSource(bytes: Uint8Array): ByteSource & { reads: [number, number][] } {
+  const inner = memorySource(bytes);
+  const reads: [number, number][] = [];
+  return {
+    size: inner.size,
+    reads,
+    readAt(offset, out) {
+      reads.push([offset, out.length]);
+      return inner.readAt(offset, out);
+    },
+    close() {},
+  };
+}
+
+/** Asserts that `promise` rejects with a one-line CheckpointError matching `pattern`. */
+export async function rejectsOneLine(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
+  await assert.rejects(promise, (e: Error) => {
+    assert.ok(e instanceof CheckpointError, `${e.name}: ${e.message}`);
+    assert.match(e.message, pattern);
+    assert.ok(!e.message.includes("\n"), e.message);
+    return true;
+  });
 }

@@ -11,7 +11,6 @@
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/describe.ts";
-import { CheckpointError } from "../converters/errors.ts";
 import { type TensorEntry, writeSafetensors } from "../converters/safetensors_write.ts";
 import { convert } from "../graphs/bundle.ts";
 import { OrtModel } from "../runtime/ort.ts";
@@ -24,6 +23,7 @@ import {
   kvpred,
   maxAbsDiff,
   readEntries,
+  rejectsOneLine,
   tempDir,
 } from "./_helpers.ts";
 
@@ -321,15 +321,7 @@ Deno.test("rope_freq_constant 500000: runtime and bundle match an independent fl
   }
 });
 
-/** Rejects with a one-line CheckpointError matching `pattern`. */
-async function rejects(promise: Promise<unknown>, pattern: RegExp) {
-  await assert.rejects(promise, (e: Error) => {
-    assert.ok(e instanceof CheckpointError, `${e.name}: ${e.message}`);
-    assert.match(e.message, pattern);
-    assert.ok(!e.message.includes("\n"), e.message);
-    return true;
-  });
-}
+const rejects = rejectsOneLine;
 
 async function describe(sources: Parameters<typeof openCheckpoint>[0]) {
   const index = await openCheckpoint(sources);

@@ -8,7 +8,6 @@ import {
   floatToHalf,
   halfToFloat,
 } from "../converters/_dtype.ts";
-import { type ByteSource, memorySource } from "../converters/_source.ts";
 import { CheckpointError } from "../converters/errors.ts";
 import { SafetensorsFile } from "../converters/safetensors.ts";
 import {
@@ -16,7 +15,7 @@ import {
   type TensorEntry,
   writeSafetensors,
 } from "../converters/safetensors_write.ts";
-import { FIXTURE, tempDir } from "./_helpers.ts";
+import { countingSource, FIXTURE, tempDir } from "./_helpers.ts";
 
 Deno.test("F32, F16, BF16 and I64 round-trip; 16-bit values widen exactly", async () => {
   await using dir = await tempDir();
@@ -138,21 +137,6 @@ Deno.test("malformed files give a one-line CheckpointError naming the problem", 
   });
   await ctx.step("missing file", () => rejects(`${dir.path}/none.safetensors`, /no such file/));
 });
-
-/** A memory source that logs every read: where, and how many bytes. */
-function countingSource(bytes: Uint8Array): ByteSource & { reads: [number, number][] } {
-  const inner = memorySource(bytes);
-  const reads: [number, number][] = [];
-  return {
-    size: inner.size,
-    reads,
-    readAt(offset, out) {
-      reads.push([offset, out.length]);
-      return inner.readAt(offset, out);
-    },
-    close() {},
-  };
-}
 
 Deno.test("reading a tensor reads only its bytes (counted through the ByteSource)", async () => {
   const whole = await Deno.readFile(FIXTURE);

@@ -9,10 +9,9 @@ import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { parseCoreNetConfig } from "../converters/corenet_yaml.ts";
 import { describeKvp } from "../converters/describe.ts";
-import { CheckpointError } from "../converters/errors.ts";
 import { convert } from "../graphs/bundle.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
-import { expected, FIXTURE, kvpred, maxAbsDiff, tempDir } from "./_helpers.ts";
+import { expected, FIXTURE, kvpred, maxAbsDiff, rejectsOneLine, tempDir } from "./_helpers.ts";
 
 const YAML = new URL("./fixtures/corenet-yaml/tiny-kvp-c.yaml", import.meta.url).pathname;
 const TEXT = await Deno.readTextFile(YAML);
@@ -27,15 +26,7 @@ async function describe(sources: Parameters<typeof openCheckpoint>[0], mapping?:
   }
 }
 
-/** Rejects with a one-line CheckpointError matching `pattern`. */
-async function rejects(promise: Promise<unknown>, pattern: RegExp) {
-  await assert.rejects(promise, (e: Error) => {
-    assert.ok(e instanceof CheckpointError, `${e.name}: ${e.message}`);
-    assert.match(e.message, pattern);
-    assert.ok(!e.message.includes("\n"), e.message);
-    return true;
-  });
-}
+const rejects = rejectsOneLine;
 
 /** The fixture YAML with `edit` applied to its text, written to a temporary file. */
 async function editedYaml(dir: string, edit: (text: string) => string): Promise<string> {
