@@ -97,28 +97,6 @@ export async function bundleFiles(dir: string): Promise<string[]> {
   return files.sort((a, b) => a.localeCompare(b));
 }
 
-/** sha256 of every file under `dir` except the manifest, by bundle-relative path. */
-export async function hashBundleFiles(
-  dir: string,
-  onProgress?: Progress,
-  signal?: AbortSignal,
-): Promise<Record<string, string>> {
-  const files = await bundleFiles(dir);
-  let total = 0, done = 0;
-  for (const f of files) total += (await Deno.stat(`${dir}/${f}`)).size;
-  const out: Record<string, string> = {};
-  for (const f of files) {
-    out[f] = await sha256File(`${dir}/${f}`, {
-      onBytes: (n) => {
-        done += n;
-        onProgress?.(done, total);
-      },
-      signal,
-    });
-  }
-  return out;
-}
-
 /** The default cache folder, or undefined when no home is known (or env access is denied). */
 export function defaultCacheDir(): string | undefined {
   try {

@@ -6,9 +6,9 @@
  *
  * @example
  * ```ts
- * import { parseVariant, variantName } from "./precision.ts";
- * const v = parseVariant({ auxiliary: "q8", base: "q4" });
- * console.log(variantName(v)); // "aux-q8_base-q4"
+ * import { variantFromName, variantName } from "./precision.ts";
+ * const v = variantFromName("aux-q8_base-q4")!;
+ * console.log(v.base, variantName(v)); // "q4" "aux-q8_base-q4"
  * ```
  *
  * @module
@@ -38,20 +38,6 @@ export function isPrecision(value: unknown): value is Precision {
 /** The variant's name: the precision when both parts share it, else `aux-X_base-Y`. */
 export function variantName(v: VariantPrecision): string {
   return v.auxiliary === v.base ? v.base : `aux-${v.auxiliary}_base-${v.base}`;
-}
-
-/** Checks both parts' precisions; returns a copy. */
-export function parseVariant(v: { auxiliary: string; base: string }): VariantPrecision {
-  for (const part of ["auxiliary", "base"] as const) {
-    if (!isPrecision(v[part])) {
-      throw new RangeError(
-        `unknown precision '${v[part]}' for the ${part} model (expected one of ${
-          PRECISIONS.join(", ")
-        })`,
-      );
-    }
-  }
-  return { auxiliary: v.auxiliary as Precision, base: v.base as Precision };
 }
 
 /** A variant's precisions back from its name (`q4`, `aux-q8_base-q4`); undefined if malformed. */
