@@ -41,6 +41,18 @@ export const IO = {
   presentValue: (i: number): string => `present.${i}.value`,
 } as const;
 
+/**
+ * The raw-cache model `kvpred fit` builds for one transformer (not part of a
+ * bundle): `input_ids` `[1, S]` int64 in, and per layer the raw keys and
+ * values as the predictor reads and writes them — before `k_norm` and RoPE,
+ * `[1, S, kv·hd]` with the heads flattened head-major — out.
+ */
+export const RAW_CACHE_IO = {
+  inputIds: "input_ids",
+  rawKey: (i: number): string => `raw.${i}.key`,
+  rawValue: (i: number): string => `raw.${i}.value`,
+} as const;
+
 /** Every input and output name of a decoder whose base model has `layers` layers. */
 export function ioNames(layers: number): { inputs: string[]; outputs: string[] } {
   const each = <T>(f: (i: number) => T[]) => Array.from({ length: layers }, (_, i) => f(i)).flat();

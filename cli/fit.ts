@@ -19,6 +19,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import { MAPPING_METADATA_KEY, parseMapping } from "../converters/describe.ts";
 import { fsErrorWords } from "../converters/_fs_error.ts";
 import { type OpenedPart, openPart } from "../converters/part.ts";
@@ -32,7 +33,6 @@ import {
   predictorWeights,
 } from "../runtime/calibration.ts";
 import { SingularSystemError } from "../runtime/fit.ts";
-import { loadTransformer } from "../runtime/weights.ts";
 import {
   type Command,
   mappingOption,
@@ -43,6 +43,8 @@ import {
 } from "./_args.ts";
 import { readIdLines } from "./_ids.ts";
 import { progressBar } from "./_progress.ts";
+import { openRawCacheRunners, parseEngine } from "./_raw_cache.ts";
+import { interruptible } from "./_verify.ts";
 import { chooseTokenizer } from "./_text.ts";
 
 const NUMBER = /^\d+(\.\d*)?([eE][+-]?\d+)?$|^\.\d+([eE][+-]?\d+)?$/;
@@ -148,9 +150,9 @@ export const fitCommand: Command = {
   help: `Usage: kvpred fit --base F|DIR --aux F|DIR [--mapping 0,0,1,1]
                    (--calibration-ids F | --calibration-text F [--tokenizer F])
                    [--ridge λ] [--max-tokens N] [--holdout 0.1] --out predictor.safetensors
-                   [--json]
+                   [--engine ort|reference] [--work-dir DIR] [--json]
 
-Runs the base and the auxiliary model (reference runtime) over every
+Runs the base and the auxiliary model over every
 calibration sequence and fits, for each base layer i and separately for keys
 and values, W and b minimising Σ ‖y − (W x + b)‖² + λ ‖W‖²_F over every
 position (the bias is not penalised): x is auxiliary layer map[i]'s raw key
@@ -187,6 +189,14 @@ Options:
   --rope-theta X        RoPE base of both models (default: configuration, else 10000)
   --state-key KEY       PyTorch .pt files: the top-level key holding the state dict
   --out F               the predictor safetensors file to write
+  --engine E            what runs the two models: 'ort' (default) writes float32
+                        ONNX models of both into a temporary folder and runs
+                        them with ONNX Runtime, several times faster on large
+                        models; 'reference' runs kvpred's reference runtime
+                        (no extra disk)
+  --work-dir DIR        where --engine ort writes its temporary models, about
+                        the float32 size of both checkpoints, removed when done
+                        (default: the folder of --out)
   --json                print the summary as JSON (per layer: relative training
                         residual ‖y − ŷ‖/‖y‖ for keys and values, and the
                         error of predicting the mean)`,
@@ -205,6 +215,8 @@ Options:
       "rope-theta": { type: "string" },
       "state-key": { type: "string" },
       out: { type: "string" },
+      engine: { type: "string" },
+      "work-dir": { type: "string" },
       json: { type: "boolean" },
     });
     for (const opt of ["base", "aux", "out"] as const) {
@@ -236,141 +248,189 @@ Options:
         ? undefined
         : parsePositiveNumber(values["rope-theta"], "--rope-theta"),
     };
-    const base = await openPart(values.base!, "base", open);
-    let aux: OpenedPart | undefined;
-    try {
-      aux = await openPart(values.aux!, "auxiliary", open);
-      const vocab = base.description.vocabSize;
-      if (aux.description.vocabSize !== vocab) {
-        throw new UsageError(
-          `fit: the base has ${vocab} tokens, the auxiliary ${aux.description.vocabSize}`,
-        );
-      }
-      const mapping = resolveMapping(mappingGiven, base, aux);
-      const calibrationFile = (idsFile ?? textFile)!;
-      let sequences: number[][];
-      if (idsFile !== undefined) {
-        sequences = await readIdLines(idsFile, "--calibration-ids", {
-          what: "sequences",
-          vocabSize: vocab,
-        });
-      } else {
-        const docs = await readTextLines(textFile!);
-        let tokenizer;
-        try {
-          tokenizer = await chooseTokenizer({
-            tokenizer: values.tokenizer,
-            checkpointTokenizer: base.index.tokenizerPath,
+    const engine = parseEngine(values.engine);
+    return await interruptible(async (signal) => {
+      const base = await openPart(values.base!, "base", open);
+      let aux: OpenedPart | undefined;
+      try {
+        aux = await openPart(values.aux!, "auxiliary", open);
+        const vocab = base.description.vocabSize;
+        if (aux.description.vocabSize !== vocab) {
+          throw new UsageError(
+            `fit: the base has ${vocab} tokens, the auxiliary ${aux.description.vocabSize}`,
+          );
+        }
+        const mapping = resolveMapping(mappingGiven, base, aux);
+        const calibrationFile = (idsFile ?? textFile)!;
+        let sequences: number[][];
+        if (idsFile !== undefined) {
+          sequences = await readIdLines(idsFile, "--calibration-ids", {
+            what: "sequences",
             vocabSize: vocab,
           });
-        } catch (e) {
-          if (e instanceof UsageError) {
-            throw new UsageError(e.message.replace(/^--prompt:/, "--calibration-text:"));
+        } else {
+          const docs = await readTextLines(textFile!);
+          let tokenizer;
+          try {
+            tokenizer = await chooseTokenizer({
+              tokenizer: values.tokenizer,
+              checkpointTokenizer: base.index.tokenizerPath,
+              vocabSize: vocab,
+            });
+          } catch (e) {
+            if (e instanceof UsageError) {
+              throw new UsageError(e.message.replace(/^--prompt:/, "--calibration-text:"));
+            }
+            throw e;
           }
-          throw e;
+          sequences = docs.map((d) => tokenizer.encode(d));
         }
-        sequences = docs.map((d) => tokenizer.encode(d));
-      }
-      const heldCount = Math.floor(holdout * sequences.length);
-      const fitted = sequences.slice(0, sequences.length - heldCount);
-      if (fitted.length === 0) {
-        throw new UsageError(`--holdout ${holdout}: no sequence is left to fit on`);
-      }
-      const held = sequences.slice(sequences.length - heldCount);
-      const contextLength = Math.min(base.contextLength, aux.contextLength);
-      const fitWindows = capTokens(windows(fitted, contextLength), maxTokens);
-      const sha256 = await sha256File(calibrationFile);
-      const baseW = await loadTransformer(base.index, "base", base.description);
-      const auxW = await loadTransformer(aux.index, "auxiliary", aux.description);
-      const bar = progressBar("fitting (tokens)", false);
-      let fit;
-      try {
-        fit = fitKvPredictor(baseW, auxW, mapping, fitWindows, { ridge, onProgress: bar });
-      } catch (e) {
-        if (e instanceof SingularSystemError) {
-          throw new UsageError(`fit: ${e.message} (--ridge λ, e.g. --ridge 1e-3)`);
+        const heldCount = Math.floor(holdout * sequences.length);
+        const fitted = sequences.slice(0, sequences.length - heldCount);
+        if (fitted.length === 0) {
+          throw new UsageError(`--holdout ${holdout}: no sequence is left to fit on`);
         }
-        throw e;
-      } finally {
-        bar.done();
-      }
-      let heldOut: LayerCacheError[] | undefined;
-      let heldTokens = 0;
-      if (held.length) {
-        const heldWindows = windows(held, contextLength);
-        heldTokens = heldWindows.reduce((s, w) => s + w.length, 0);
-        const evalBar = progressBar("held-out error (tokens)", false);
-        heldOut = evaluateKvPredictor(baseW, auxW, mapping, predictorWeights(fit), heldWindows, {
-          means: fit.layers.map((l) => ({ key: l.key.targetMean, value: l.value.targetMean })),
-          onProgress: evalBar,
+        const held = sequences.slice(sequences.length - heldCount);
+        const contextLength = Math.min(base.contextLength, aux.contextLength);
+        const fitWindows = capTokens(windows(fitted, contextLength), maxTokens);
+        const sha256 = await sha256File(calibrationFile);
+        const started = performance.now();
+        const runners = await openRawCacheRunners(engine, base, aux, {
+          workDir: values["work-dir"] ?? (dirname(out) || "."),
+          workDirOption: values["work-dir"] === undefined ? "--out's folder" : "--work-dir",
+          signal,
         });
-        evalBar.done();
-      }
-      await writeSafetensors(out, predictorEntries(fit), {
-        metadata: {
-          format: "pt",
-          source: "kvpred fit",
-          [MAPPING_METADATA_KEY]: JSON.stringify(mapping),
-          ridge: String(ridge),
-          calibration_tokens: String(fit.tokens),
-          calibration_sequences: String(fitted.length),
-          holdout_sequences: String(held.length),
-          calibration_file: calibrationFile,
-          calibration_sha256: sha256,
-        },
-      });
-      const summary = {
-        out,
-        mapping,
-        ridge,
-        contextLength,
-        calibration: { file: calibrationFile, sha256 },
-        tokens: fit.tokens,
-        sequences: fitted.length,
-        windows: fitWindows.length,
-        heldOutSequences: held.length,
-        heldOutTokens: heldTokens,
-        layers: fit.layers.map((l, i) => ({
-          layer: i,
-          auxLayer: mapping[i],
-          key: { residual: l.key.relativeResidual, meanBaseline: l.key.relativeBaseline },
-          value: { residual: l.value.relativeResidual, meanBaseline: l.value.relativeBaseline },
-        })),
-        heldOut: heldOut?.map((e, i) => ({
-          layer: i,
-          key: { relative: e.key.relative, meanBaseline: e.key.baseline },
-          value: { relative: e.value.relative, meanBaseline: e.value.baseline },
-        })),
-      };
-      if (values.json) {
-        console.log(JSON.stringify(summary, null, 2));
-        return 0;
-      }
-      console.log(
-        `wrote ${out}: ${mapping.length} base layers, mapping ${mapping.join(",")}, λ ${ridge}, ` +
-          `${fit.tokens} tokens from ${fitted.length} sequences` +
-          (held.length ? ` (${held.length} held out: the last lines of ${calibrationFile})` : ""),
-      );
-      console.log("relative training residual ‖y−ŷ‖/‖y‖ (predicting the mean):");
-      fit.layers.forEach((l, i) => {
+        const prepared = performance.now();
+        let fittedAt = prepared;
+        let fit;
+        let heldOut: LayerCacheError[] | undefined;
+        let heldTokens = 0;
+        try {
+          const bar = progressBar(`fitting (${engine}; tokens)`, false);
+          try {
+            fit = await fitKvPredictor(runners.base, runners.aux, mapping, fitWindows, {
+              ridge,
+              onProgress: bar,
+              signal,
+            });
+          } catch (e) {
+            if (e instanceof SingularSystemError) {
+              throw new UsageError(`fit: ${e.message} (--ridge λ, e.g. --ridge 1e-3)`);
+            }
+            throw e;
+          } finally {
+            bar.done();
+          }
+          fittedAt = performance.now();
+          if (held.length) {
+            const heldWindows = windows(held, contextLength);
+            heldTokens = heldWindows.reduce((s, w) => s + w.length, 0);
+            const evalBar = progressBar("held-out error (tokens)", false);
+            try {
+              heldOut = await evaluateKvPredictor(
+                runners.base,
+                runners.aux,
+                mapping,
+                predictorWeights(fit),
+                heldWindows,
+                {
+                  means: fit.layers.map((l) => ({
+                    key: l.key.targetMean,
+                    value: l.value.targetMean,
+                  })),
+                  onProgress: evalBar,
+                  signal,
+                },
+              );
+            } finally {
+              evalBar.done();
+            }
+          }
+        } finally {
+          await runners.release();
+        }
+        const finished = performance.now();
+        const seconds = {
+          prepare: (prepared - started) / 1e3,
+          fit: (fittedAt - prepared) / 1e3,
+          heldOut: (finished - fittedAt) / 1e3,
+        };
+        await writeSafetensors(out, predictorEntries(fit), {
+          metadata: {
+            format: "pt",
+            source: "kvpred fit",
+            [MAPPING_METADATA_KEY]: JSON.stringify(mapping),
+            ridge: String(ridge),
+            calibration_tokens: String(fit.tokens),
+            calibration_sequences: String(fitted.length),
+            holdout_sequences: String(held.length),
+            calibration_file: calibrationFile,
+            calibration_sha256: sha256,
+          },
+        });
+        const summary = {
+          out,
+          mapping,
+          ridge,
+          contextLength,
+          calibration: { file: calibrationFile, sha256 },
+          tokens: fit.tokens,
+          sequences: fitted.length,
+          windows: fitWindows.length,
+          heldOutSequences: held.length,
+          heldOutTokens: heldTokens,
+          engine,
+          seconds,
+          layers: fit.layers.map((l, i) => ({
+            layer: i,
+            auxLayer: mapping[i],
+            key: { residual: l.key.relativeResidual, meanBaseline: l.key.relativeBaseline },
+            value: { residual: l.value.relativeResidual, meanBaseline: l.value.relativeBaseline },
+          })),
+          heldOut: heldOut?.map((e, i) => ({
+            layer: i,
+            key: { relative: e.key.relative, meanBaseline: e.key.baseline },
+            value: { relative: e.value.relative, meanBaseline: e.value.baseline },
+          })),
+        };
+        if (values.json) {
+          console.log(JSON.stringify(summary, null, 2));
+          return 0;
+        }
         console.log(
-          `  layer ${String(i).padStart(2)} ← aux ${String(mapping[i]).padStart(2)}  keys ${
-            formatErrors(l.key)
-          }  values ${formatErrors(l.value)}`,
+          `wrote ${out}: ${mapping.length} base layers, mapping ${
+            mapping.join(",")
+          }, λ ${ridge}, ` +
+            `${fit.tokens} tokens from ${fitted.length} sequences` +
+            (held.length ? ` (${held.length} held out: the last lines of ${calibrationFile})` : ""),
         );
-      });
-      if (heldOut) {
-        console.log(`held-out relative cache error (${heldTokens} tokens):`);
-        heldOut.forEach((e, i) => {
-          const f = (c: { relative: number; baseline: number }) =>
-            `${c.relative.toFixed(4)} (mean ${c.baseline.toFixed(4)})`;
-          console.log(`  layer ${String(i).padStart(2)}  keys ${f(e.key)}  values ${f(e.value)}`);
+        console.log(
+          `engine ${engine}: models ready in ${seconds.prepare.toFixed(1)} s; fit ${
+            seconds.fit.toFixed(1)
+          } s (${Math.round(fit.tokens / seconds.fit)} tokens/s)` +
+            (held.length ? `; held-out error ${seconds.heldOut.toFixed(1)} s` : ""),
+        );
+        console.log("relative training residual ‖y−ŷ‖/‖y‖ (predicting the mean):");
+        fit.layers.forEach((l, i) => {
+          console.log(
+            `  layer ${String(i).padStart(2)} ← aux ${String(mapping[i]).padStart(2)}  keys ${
+              formatErrors(l.key)
+            }  values ${formatErrors(l.value)}`,
+          );
         });
+        if (heldOut) {
+          console.log(`held-out relative cache error (${heldTokens} tokens):`);
+          heldOut.forEach((e, i) => {
+            const f = (c: { relative: number; baseline: number }) =>
+              `${c.relative.toFixed(4)} (mean ${c.baseline.toFixed(4)})`;
+            console.log(`  layer ${String(i).padStart(2)}  keys ${f(e.key)}  values ${f(e.value)}`);
+          });
+        }
+        return 0;
+      } finally {
+        base.index.close();
+        aux?.index.close();
       }
-      return 0;
-    } finally {
-      base.index.close();
-      aux?.index.close();
-    }
+    }, "interrupted; nothing written");
   },
 };

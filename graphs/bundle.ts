@@ -32,12 +32,11 @@ import {
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import { contextLengthOf, type KvpDescription } from "../converters/model.ts";
 import { variantName, type VariantPrecision } from "../converters/precision.ts";
-import { writeAll } from "../converters/safetensors_write.ts";
 import { sha256File } from "../converters/sha256.ts";
 import { sha256Source } from "../converters/hf.ts";
 import { createHash } from "node:crypto";
 import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
-import { isBlockSize, quantizeRows } from "../converters/quant.ts";
+import { isBlockSize } from "../converters/quant.ts";
 import {
   LLAMA2_TOKENIZER_JSON,
   LLAMA2_VOCAB_SIZE,
@@ -45,16 +44,10 @@ import {
   TokenizerError,
 } from "../tokenizer/llama.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
-import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
+import { writeWeights } from "./_data.ts";
 import { encodeModel } from "./builder.ts";
 import { buildDecoder } from "./decoder.ts";
-import {
-  layoutWeights,
-  storedTensors,
-  type WeightLayout,
-  weightPlan,
-  type WeightSpec,
-} from "./weights.ts";
+import { layoutWeights, weightPlan } from "./weights.ts";
 
 /** kvpred's version, recorded in every manifest. */
 export const TOOLKIT_VERSION = "0.1.0";
@@ -100,93 +93,6 @@ async function exists(path: string): Promise<boolean> {
     if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
-}
-
-function transpose(x: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
-  const B = 64;
-  for (let r0 = 0; r0 < rows; r0 += B) {
-    for (let c0 = 0; c0 < cols; c0 += B) {
-      for (let r = r0; r < Math.min(rows, r0 + B); r++) {
-        for (let c = c0; c < Math.min(cols, c0 + B); c++) out[c * rows + r] = x[r * cols + c];
-      }
-    }
-  }
-  return out;
-}
-
-/** A file written sequentially while its sha256 is computed. */
-class HashingWriter {
-  private readonly hash = createHash("sha256");
-  position = 0;
-  constructor(private readonly file: Deno.FsFile) {}
-
-  async write(bytes: Uint8Array): Promise<void> {
-    await writeAll(this.file, bytes);
-    this.hash.update(bytes);
-    this.position += bytes.length;
-  }
-
-  /** Writes zeros up to `offset`. */
-  async padTo(offset: number): Promise<void> {
-    if (offset > this.position) await this.write(new Uint8Array(offset - this.position));
-  }
-
-  digest(): string {
-    return this.hash.digest("hex");
-  }
-}
-
-const bytesOf = (a: Float32Array | Uint8Array | Int8Array) =>
-  new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-
-/**
- * Streams every initializer of a variant into its data file at its aligned
- * offset, through two reusable buffers of the largest tensor's size (memory
- * stays flat however large the checkpoint), quantizing where the plan says.
- * Returns the file's sha256, computed while writing.
- */
-async function writeWeights(
-  read: (source: string, out: Float32Array) => Promise<Float32Array>,
-  layout: WeightLayout,
-  path: string,
-  onWritten: (bytes: number) => void,
-  signal?: AbortSignal,
-): Promise<string> {
-  using file = await Deno.open(path, { write: true, createNew: true });
-  const out = new HashingWriter(file);
-  const size = (s: WeightSpec) => s.sourceDims.reduce((a, b) => a * b, 1);
-  const largest = Math.max(...layout.specs.map(size));
-  const readBuf = new Float32Array(largest), transposeBuf = new Float32Array(largest);
-  for (const spec of layout.specs) {
-    signal?.throwIfAborted();
-    const data = await read(spec.source, readBuf.subarray(0, size(spec)));
-    const [rows, cols] = spec.sourceDims;
-    let pieces: Uint8Array[];
-    if (spec.quant?.op === "DynamicQuantizeMatMul") {
-      const packed = packDynamicInt8(quantizeRows(data, rows, cols, spec.quant));
-      pieces = [bytesOf(packed.weights), bytesOf(packed.scales)];
-    } else if (spec.quant) {
-      const packed = packMatMulNBits(quantizeRows(data, rows, cols, spec.quant));
-      pieces = [bytesOf(packed.codes), bytesOf(packed.scales)];
-      if (!spec.quant.symmetric) pieces.push(packed.zeroPoints);
-    } else {
-      const stored = spec.transpose
-        ? transpose(data, rows, cols, transposeBuf.subarray(0, data.length))
-        : data;
-      pieces = [bytesOf(stored)];
-    }
-    const tensors = storedTensors(spec);
-    for (let i = 0; i < tensors.length; i++) {
-      const ref = layout.refs.get(tensors[i].name)!;
-      if (pieces[i].length !== ref.length) {
-        throw new Error(`${tensors[i].name}: ${pieces[i].length} bytes, layout says ${ref.length}`);
-      }
-      await out.padTo(ref.offset);
-      await out.write(pieces[i]);
-      onWritten(ref.length);
-    }
-  }
-  return out.digest();
 }
 
 /** config.json as transformers.js reads an `openelm` model, with every variant's data file. */

@@ -27,28 +27,14 @@ import {
   dim,
   type KvPair,
   linear,
-  type LinearFn,
   maskPositions,
-  nbitsLinear,
   rmsNorm,
   ropeTables,
   slice,
-  transformerLayer,
 } from "./_layers.ts";
-import {
-  ACCURACY_LEVEL,
-  DEFAULT_BLOCK_SIZE,
-  type Precision,
-  type VariantPrecision,
-} from "../converters/precision.ts";
-import {
-  headSpec,
-  layerLinearSpec,
-  quantNames,
-  storedTensors,
-  type WeightLayout,
-  type WeightSpec,
-} from "./weights.ts";
+import { DEFAULT_BLOCK_SIZE, type VariantPrecision } from "../converters/precision.ts";
+import { transformer, Weights } from "./_transformer.ts";
+import { headSpec, type WeightLayout } from "./weights.ts";
 
 /** Which graph: KV prediction (prefill and decode) or base-only. */
 export type DecoderKind = GraphKind;
@@ -59,107 +45,6 @@ export interface DecoderOptions {
   precision?: VariantPrecision;
   /** Quantization block size (default 32). */
   blockSize?: number;
-}
-
-/** Declares initializers on first use, from the weight layout. */
-class Weights {
-  private declared = new Set<string>();
-  constructor(
-    private readonly g: GraphBuilder,
-    private readonly layout: WeightLayout,
-    readonly precision: VariantPrecision,
-    readonly blockSize: number,
-  ) {}
-
-  private declare(spec: WeightSpec): void {
-    if (this.declared.has(spec.name)) return;
-    for (const t of storedTensors(spec)) {
-      const ref = this.layout.refs.get(t.name);
-      if (!ref) throw new Error(`no initializer '${t.name}' in the weight layout`);
-      this.g.external(t.name, t.dims, ref, t.type);
-    }
-    this.declared.add(spec.name);
-  }
-
-  private spec(name: string): WeightSpec {
-    const spec = this.layout.byName.get(name);
-    if (!spec) throw new Error(`no weight '${name}' in the weight layout`);
-    return spec;
-  }
-
-  /** A float32 initializer by source name (`.T`: transposed for MatMul). */
-  get(source: string, transposed = false): string {
-    const spec = this.spec(transposed ? `${source}.T` : source);
-    this.declare(spec);
-    return spec.name;
-  }
-
-  /** A linear map over a weight spec: MatMul on `[in, out]`, or MatMulNBits. */
-  linear(g: GraphBuilder, wanted: WeightSpec): LinearFn {
-    const spec = this.spec(wanted.name);
-    this.declare(spec);
-    if (!spec.quant) return (x) => linear(g, x, spec.name);
-    const names = quantNames(spec);
-    if (spec.quant.op === "DynamicQuantizeMatMul") {
-      return (x) => g.contrib("DynamicQuantizeMatMul", [x, names.codes, names.scales]);
-    }
-    const [n, k] = spec.sourceDims;
-    return (x) =>
-      nbitsLinear(g, x, {
-        codes: names.codes,
-        scales: names.scales,
-        zeroPoints: spec.quant!.symmetric ? undefined : names.zeroPoints,
-        k,
-        n,
-        bits: spec.quant!.bits,
-        blockSize: spec.quant!.blockSize,
-        accuracyLevel: ACCURACY_LEVEL,
-      });
-  }
-
-  /** The precision of one part. */
-  of(part: Part): Precision {
-    return this.precision[part];
-  }
-}
-
-/** Embedding, layers; returns the final residual stream, present caches and raw K/V. */
-function transformer(
-  g: GraphBuilder,
-  w: Weights,
-  part: Part,
-  t: TransformerDescription,
-  ids: string,
-  positions: string,
-  bias: string,
-  past: KvPair[][],
-) {
-  return g.scoped(part, () => {
-    let x = g.op("Gather", [w.get(modelName(part, "embed")), ids], { axis: 0 }, "embed");
-    const rope = ropeTables(g, positions, t);
-    const present: KvPair[] = [];
-    const raw: KvPair[] = [];
-    for (let i = 0; i < t.numLayers; i++) {
-      const n = (key: Parameters<typeof layerName>[2]) => w.get(layerName(part, i, key));
-      const lin = (key: "qkv" | "outProj" | "proj1" | "proj2") =>
-        w.linear(g, layerLinearSpec(part, t, i, key, w.of(part), w.blockSize));
-      const out = g.scoped(`l${i}`, () =>
-        transformerLayer(g, t, i, x, {
-          attnNorm: n("attnNorm"),
-          qkv: lin("qkv"),
-          qNorm: n("qNorm"),
-          kNorm: n("kNorm"),
-          out: lin("outProj"),
-          ffnNorm: n("ffnNorm"),
-          proj1: lin("proj1"),
-          proj2: lin("proj2"),
-        }, { rope, bias, past: past[i] ?? [] }));
-      x = out.x;
-      present.push(out.present);
-      raw.push({ key: out.rawKey, value: out.rawValue });
-    }
-    return { x, present, raw };
-  });
 }
 
 /** Final norm and LM head on the last position: `[B, 1, vocab]`. */

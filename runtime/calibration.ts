@@ -1,6 +1,7 @@
 /**
  * Fits a KV predictor on calibration sequences: the base and auxiliary
- * models run over each whole sequence with the reference runtime, and for
+ * models run over each whole sequence (a {@link RawCacheRunner}: the
+ * reference runtime or ONNX Runtime), and for
  * every base layer i a ridge regression maps auxiliary layer `map[i]`'s raw
  * keys (values) per token — before `k_norm` and RoPE, heads flattened
  * head-major, exactly as the predictor receives them in KV prediction — to
@@ -14,6 +15,7 @@
  * import { openCheckpoint } from "../converters/checkpoint.ts";
  * import { describeKvp } from "../converters/describe.ts";
  * import { loadTransformer } from "./weights.ts";
+ * import { referenceRawCache } from "./raw_cache.ts";
  * import { fitKvPredictor } from "./calibration.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
  * const { description } = describeKvp(index, { mapping: [0, 0, 1, 1] });
@@ -21,7 +23,13 @@
  * const aux = await loadTransformer(index, "auxiliary", description.auxiliary);
  * index.close();
  * const ids = Array.from({ length: 200 }, (_, i) => (i * 37) % 256);
- * const fit = fitKvPredictor(base, aux, [0, 0, 1, 1], [ids], { ridge: 1e-2 });
+ * const fit = await fitKvPredictor(
+ *   referenceRawCache(base),
+ *   referenceRawCache(aux),
+ *   [0, 0, 1, 1],
+ *   [ids],
+ *   { ridge: 1e-2 },
+ * );
  * console.log(fit.tokens, fit.layers[0].key.relativeResidual < 1); // 200 true
  * ```
  *
@@ -32,8 +40,9 @@ import { predictorName } from "../converters/names.ts";
 import type { TensorEntry } from "../converters/safetensors_write.ts";
 import { InputError } from "./errors.ts";
 import { RidgeAccumulator, type RidgeFit } from "./fit.ts";
-import { forward } from "./transformer.ts";
-import type { PredictorWeights, TransformerWeights } from "./weights.ts";
+import type { TransformerDescription } from "../converters/model.ts";
+import type { RawCacheRunner } from "./raw_cache.ts";
+import type { PredictorWeights } from "./weights.ts";
 
 /** Options for {@link fitKvPredictor}. */
 export interface FitKvOptions {
@@ -41,6 +50,8 @@ export interface FitKvOptions {
   ridge: number;
   /** Called after each sequence with the tokens processed so far and in all. */
   onProgress?: (tokens: number, total: number) => void;
+  /** Stops the fit between sequences (it rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 /** One base layer's fitted key and value maps. */
@@ -81,37 +92,29 @@ export interface LayerCacheError {
   value: CacheError;
 }
 
-/** Raw per-token keys and values of one layer, `[S, k·hd]` head-major. */
-export interface RawLayer {
-  /** Keys before `k_norm` and RoPE. */
-  key: Float32Array;
-  /** Values. */
-  value: Float32Array;
-}
-
 /** Checks a mapping against the two models: one entry per base layer, each an auxiliary layer. */
 export function checkMapping(
-  base: TransformerWeights,
-  aux: TransformerWeights,
+  base: TransformerDescription,
+  aux: TransformerDescription,
   mapping: readonly number[],
 ): void {
-  if (mapping.length !== base.desc.numLayers) {
+  if (mapping.length !== base.numLayers) {
     throw new InputError(
       `mapping ${mapping.join(",")} has ${mapping.length} entries, expected one per base layer ` +
-        `(${base.desc.numLayers})`,
+        `(${base.numLayers})`,
     );
   }
-  const bad = mapping.findIndex((a) => !Number.isInteger(a) || a < 0 || a >= aux.desc.numLayers);
+  const bad = mapping.findIndex((a) => !Number.isInteger(a) || a < 0 || a >= aux.numLayers);
   if (bad >= 0) {
     throw new InputError(
       `mapping entry ${bad} is ${mapping[bad]}, outside the auxiliary layers 0..${
-        aux.desc.numLayers - 1
+        aux.numLayers - 1
       }`,
     );
   }
-  if (base.desc.vocabSize !== aux.desc.vocabSize) {
+  if (base.vocabSize !== aux.vocabSize) {
     throw new InputError(
-      `vocabulary mismatch: base has ${base.desc.vocabSize} tokens, auxiliary has ${aux.desc.vocabSize}`,
+      `vocabulary mismatch: base has ${base.vocabSize} tokens, auxiliary has ${aux.vocabSize}`,
     );
   }
 }
@@ -126,53 +129,25 @@ function checkIds(ids: readonly number[], vocab: number, which: number): void {
   }
 }
 
-/** Runs `w` over `ids` (one sequence, positions 0..S-1) and returns every layer's raw keys and values. */
-export function rawCache(w: TransformerWeights, ids: readonly number[]): RawLayer[] {
-  const S = ids.length;
-  const out = forward(w, {
-    batch: 1,
-    seq: S,
-    ids: Int32Array.from(ids),
-    positions: Int32Array.from({ length: S }, (_, i) => i),
-    valid: new Uint8Array(S).fill(1),
-    logits: "none",
-    keepRaw: true,
-  });
-  return out.raw!.map(({ key, value }, l) => {
-    const k = w.desc.numKvHeads[l], hd = w.desc.headDim;
-    return { key: perToken(key, k, S, hd), value: perToken(value, k, S, hd) };
-  });
-}
-
-/** `[k, S, hd]` → `[S, k·hd]` (head-major per token). */
-function perToken(x: Float32Array, k: number, S: number, hd: number): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let j = 0; j < k; j++) {
-    for (let t = 0; t < S; t++) {
-      out.set(x.subarray((j * S + t) * hd, (j * S + t + 1) * hd), (t * k + j) * hd);
-    }
-  }
-  return out;
-}
-
 /**
  * Fits the predictor for `mapping` on `sequences` (token ids; each run
  * whole, from position 0). Throws InputError for ids outside the vocabulary
  * or an empty set, and SingularSystemError (from `fit.ts`) when λ = 0 and
  * the calibration data do not determine a map.
  */
-export function fitKvPredictor(
-  base: TransformerWeights,
-  aux: TransformerWeights,
+export async function fitKvPredictor(
+  base: RawCacheRunner,
+  aux: RawCacheRunner,
   mapping: readonly number[],
   sequences: readonly (readonly number[])[],
   options: FitKvOptions,
-): KvFit {
-  checkMapping(base, aux, mapping);
+): Promise<KvFit> {
+  checkMapping(base.description, aux.description, mapping);
   if (sequences.length === 0) throw new InputError("no calibration sequences");
-  sequences.forEach((s, i) => checkIds(s, base.desc.vocabSize, i));
-  const A = aux.desc.numLayers;
-  const width = (w: TransformerWeights, l: number) => w.desc.numKvHeads[l] * w.desc.headDim;
+  sequences.forEach((s, i) => checkIds(s, base.description.vocabSize, i));
+  const A = aux.description.numLayers;
+  const width = (r: RawCacheRunner, l: number) =>
+    r.description.numKvHeads[l] * r.description.headDim;
   const inputs = ["keys", "values"].flatMap((kind) =>
     Array.from(
       { length: A },
@@ -190,7 +165,8 @@ export function fitKvPredictor(
   const total = sequences.reduce((s, q) => s + q.length, 0);
   let done = 0;
   for (const ids of sequences) {
-    const x = rawCache(aux, ids), y = rawCache(base, ids);
+    options.signal?.throwIfAborted();
+    const x = await aux.run(ids), y = await base.run(ids);
     acc.add(
       ids.length,
       [...x.map((l) => l.key), ...x.map((l) => l.value)],
@@ -253,6 +229,8 @@ export interface EvaluateKvOptions {
   means: { key: ArrayLike<number>; value: ArrayLike<number> }[];
   /** Called after each sequence with the tokens processed so far and in all. */
   onProgress?: (tokens: number, total: number) => void;
+  /** Stops the measurement between sequences (it rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -260,23 +238,24 @@ export interface EvaluateKvOptions {
  * position's predicted raw keys and values against the base model's, beside
  * the error of predicting `options.means`.
  */
-export function evaluateKvPredictor(
-  base: TransformerWeights,
-  aux: TransformerWeights,
+export async function evaluateKvPredictor(
+  base: RawCacheRunner,
+  aux: RawCacheRunner,
   mapping: readonly number[],
   predictor: PredictorWeights,
   sequences: readonly (readonly number[])[],
   options: EvaluateKvOptions,
-): LayerCacheError[] {
-  checkMapping(base, aux, mapping);
-  sequences.forEach((s, i) => checkIds(s, base.desc.vocabSize, i));
+): Promise<LayerCacheError[]> {
+  checkMapping(base.description, aux.description, mapping);
+  sequences.forEach((s, i) => checkIds(s, base.description.vocabSize, i));
   const L = mapping.length;
   // Per layer and kind: Σ‖ŷ−y‖², Σ‖ȳ−y‖², Σ‖y‖².
   const sums = Array.from({ length: 2 * L }, () => [0, 0, 0]);
   const total = sequences.reduce((s, q) => s + q.length, 0);
   let done = 0;
   for (const ids of sequences) {
-    const x = rawCache(aux, ids), y = rawCache(base, ids);
+    options.signal?.throwIfAborted();
+    const x = await aux.run(ids), y = await base.run(ids);
     const S = ids.length;
     mapping.forEach((a, i) => {
       for (const [kind, k] of [["key", 0], ["value", 1]] as const) {

@@ -408,6 +408,11 @@ Deno.test("fit: bad input is one line, exit 2, nothing written", async () => {
     [run(few, "--holdout", "0"), /singular.*--ridge/],
     [run(good, "--max-tokens", "0"), /--max-tokens '0'/],
     [run(good, "--mapping", "0,0,1"), /expected one per base layer \(4\)/],
+    [run(good, "--engine", "gpu"), /--engine 'gpu': expected one of ort, reference/],
+    [
+      run(good, "--work-dir", `${dir.path}/missing`),
+      /--work-dir .*missing: cannot write the temporary models there \(.+\); give --work-dir/,
+    ],
   ];
   for (const [pending, pattern] of cases) {
     const r = await pending;
@@ -417,4 +422,54 @@ Deno.test("fit: bad input is one line, exit 2, nothing written", async () => {
   }
   const left = [...Deno.readDirSync(dir.path)].map((e) => e.name).sort();
   assert.deepEqual(left, ["empty.txt", "few.txt", "good.txt", "outside.txt"]);
+});
+
+Deno.test("fit: --engine ort (ONNX Runtime) and --engine reference write the same predictor", async () => {
+  await using dir = await tempDir();
+  const ids = `${dir.path}/calibration.txt`;
+  await writeIds(ids, 77, 12, 40);
+  const fitWith = async (engine: string) => {
+    const out = `${dir.path}/${engine}.safetensors`;
+    const r = await kvpred(
+      "fit",
+      "--base",
+      FIXTURE,
+      "--aux",
+      FIXTURE,
+      "--mapping",
+      MAPPING.join(","),
+      "--calibration-ids",
+      ids,
+      "--ridge",
+      "0.1",
+      "--holdout",
+      "0.25",
+      "--out",
+      out,
+      "--engine",
+      engine,
+      "--json",
+    );
+    assert.equal(r.code, 0, r.stderr);
+    return { summary: JSON.parse(r.stdout), file: await SafetensorsFile.open(out) };
+  };
+  const ort = await fitWith("ort"), ref = await fitWith("reference");
+  // The temporary ONNX models are gone.
+  assert.deepEqual(
+    [...Deno.readDirSync(dir.path)].map((e) => e.name).sort(),
+    ["calibration.txt", "ort.safetensors", "reference.safetensors"],
+  );
+  assert.equal(ort.summary.tokens, 9 * 40);
+  for (const name of ref.file.tensors.keys()) {
+    const [a, b] = [await ort.file.readFloat32(name), await ref.file.readFloat32(name)];
+    // Raw caches agree to ~1e-6; a ridge solve with λ = 0.1 amplifies that a little.
+    const d = relDiff(a, b);
+    assert.ok(d < 1e-4, `${name}: relative difference ${d}`);
+  }
+  ort.summary.heldOut.forEach((l: { key: { relative: number } }, i: number) => {
+    const d = Math.abs(l.key.relative - ref.summary.heldOut[i].key.relative);
+    assert.ok(d < 1e-5, `held-out layer ${i}: ${d}`);
+  });
+  ort.file.close();
+  ref.file.close();
 });

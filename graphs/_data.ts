@@ -1,0 +1,110 @@
+/**
+ * Writes a variant's external data file: every initializer of a weight
+ * layout at its aligned offset, streamed one tensor at a time from the
+ * checkpoint (transposed or quantized where the plan says), hashed while
+ * written.
+ *
+ * @example
+ * ```ts
+ * import { writeWeights } from "./_data.ts";
+ * import { layoutWeights } from "./weights.ts";
+ * const path = await Deno.makeTempFile();
+ * await Deno.remove(path);
+ * await writeWeights(async (_s, out) => out, layoutWeights([], "x"), path, () => {});
+ * ```
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { quantizeRows } from "../converters/quant.ts";
+import { writeAll } from "../converters/safetensors_write.ts";
+import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
+import { storedTensors, type WeightLayout, type WeightSpec } from "./weights.ts";
+
+function transpose(x: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
+  const B = 64;
+  for (let r0 = 0; r0 < rows; r0 += B) {
+    for (let c0 = 0; c0 < cols; c0 += B) {
+      for (let r = r0; r < Math.min(rows, r0 + B); r++) {
+        for (let c = c0; c < Math.min(cols, c0 + B); c++) out[c * rows + r] = x[r * cols + c];
+      }
+    }
+  }
+  return out;
+}
+
+/** A file written sequentially while its sha256 is computed. */
+class HashingWriter {
+  private readonly hash = createHash("sha256");
+  position = 0;
+  constructor(private readonly file: Deno.FsFile) {}
+
+  async write(bytes: Uint8Array): Promise<void> {
+    await writeAll(this.file, bytes);
+    this.hash.update(bytes);
+    this.position += bytes.length;
+  }
+
+  /** Writes zeros up to `offset`. */
+  async padTo(offset: number): Promise<void> {
+    if (offset > this.position) await this.write(new Uint8Array(offset - this.position));
+  }
+
+  digest(): string {
+    return this.hash.digest("hex");
+  }
+}
+
+const bytesOf = (a: Float32Array | Uint8Array | Int8Array) =>
+  new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/**
+ * Streams every initializer of a variant into its data file at its aligned
+ * offset, through two reusable buffers of the largest tensor's size (memory
+ * stays flat however large the checkpoint), quantizing where the plan says.
+ * Returns the file's sha256, computed while writing.
+ */
+export async function writeWeights(
+  read: (source: string, out: Float32Array) => Promise<Float32Array>,
+  layout: WeightLayout,
+  path: string,
+  onWritten: (bytes: number) => void,
+  signal?: AbortSignal,
+): Promise<string> {
+  using file = await Deno.open(path, { write: true, createNew: true });
+  const out = new HashingWriter(file);
+  const size = (s: WeightSpec) => s.sourceDims.reduce((a, b) => a * b, 1);
+  const largest = Math.max(...layout.specs.map(size));
+  const readBuf = new Float32Array(largest), transposeBuf = new Float32Array(largest);
+  for (const spec of layout.specs) {
+    signal?.throwIfAborted();
+    const data = await read(spec.source, readBuf.subarray(0, size(spec)));
+    const [rows, cols] = spec.sourceDims;
+    let pieces: Uint8Array[];
+    if (spec.quant?.op === "DynamicQuantizeMatMul") {
+      const packed = packDynamicInt8(quantizeRows(data, rows, cols, spec.quant));
+      pieces = [bytesOf(packed.weights), bytesOf(packed.scales)];
+    } else if (spec.quant) {
+      const packed = packMatMulNBits(quantizeRows(data, rows, cols, spec.quant));
+      pieces = [bytesOf(packed.codes), bytesOf(packed.scales)];
+      if (!spec.quant.symmetric) pieces.push(packed.zeroPoints);
+    } else {
+      const stored = spec.transpose
+        ? transpose(data, rows, cols, transposeBuf.subarray(0, data.length))
+        : data;
+      pieces = [bytesOf(stored)];
+    }
+    const tensors = storedTensors(spec);
+    for (let i = 0; i < tensors.length; i++) {
+      const ref = layout.refs.get(tensors[i].name)!;
+      if (pieces[i].length !== ref.length) {
+        throw new Error(`${tensors[i].name}: ${pieces[i].length} bytes, layout says ${ref.length}`);
+      }
+      await out.padTo(ref.offset);
+      await out.write(pieces[i]);
+      onWritten(ref.length);
+    }
+  }
+  return out.digest();
+}
