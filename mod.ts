@@ -35,7 +35,7 @@ export { TorchFile, type TorchOpenOptions, type TorchTensorInfo } from "./conver
 export { type HfFolder, openHfFolder } from "./converters/hf.ts";
 export { readCoreNetConfig } from "./converters/corenet_yaml.ts";
 export type { ModelSettings, Setting, TransformerSettings } from "./converters/config.ts";
-export type { FileRole } from "./converters/names.ts";
+export { type FileRole, LAYER_TENSORS, type LayerTensor } from "./converters/names.ts";
 export {
   CheckpointIndex,
   type CheckpointSources,
@@ -75,6 +75,7 @@ export {
   type GraphEntry,
   type GraphKind,
   IO,
+  RAW_CACHE_IO,
   type SourceFile,
   type TensorGroupScheme,
   type VariantEntry,
@@ -155,8 +156,49 @@ export {
 } from "./runtime/fit.ts";
 export {
   type CacheError,
+  type EvaluateKvOptions,
+  evaluateKvPredictor,
+  type FitKvOptions,
+  fitKvPredictor,
   type KvFit,
   type KvLayerFit,
   type LayerCacheError,
   predictorEntries,
+  predictorWeights,
 } from "./runtime/calibration.ts";
+export {
+  type ActivationQuant,
+  type LayerWeights,
+  loadPredictor,
+  loadTransformer,
+  type PrecisionOptions,
+  type PredictorWeights,
+  type TransformerWeights,
+} from "./runtime/weights.ts";
+export {
+  OrtRawCache,
+  type OrtRawCacheOptions,
+  rawCache,
+  type RawCacheRunner,
+  type RawLayer,
+  referenceRawCache,
+} from "./runtime/raw_cache.ts";
+export {
+  buildRawCacheGraph,
+  rawCacheLayout,
+  type RawCacheModelOptions,
+  writeRawCacheModel,
+} from "./graphs/raw_cache.ts";
+export {
+  type AddedToken,
+  type DecodeOptions,
+  type EncodeOptions,
+  Tokenizer,
+} from "./tokenizer/llama.ts";
+export { TokenizerError, TokenizerMismatchError } from "./tokenizer/errors.ts";
+export {
+  BUILTIN_SOURCE,
+  type ResolvedTokenizer,
+  resolveTokenizer,
+  type TokenizerSources,
+} from "./tokenizer/resolve.ts";

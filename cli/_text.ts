@@ -15,7 +15,9 @@
  */
 
 import { TOKENIZER_FILE } from "../bundle/contract.ts";
-import { Tokenizer } from "../tokenizer/llama.ts";
+import { TokenizerMismatchError } from "../tokenizer/errors.ts";
+import type { Tokenizer } from "../tokenizer/llama.ts";
+import { resolveTokenizer } from "../tokenizer/resolve.ts";
 import { UsageError } from "./_args.ts";
 
 /** Where a tokenizer may come from. */
@@ -28,42 +30,32 @@ export interface TokenizerChoice {
   checkpointTokenizer?: string;
   /** The model's vocabulary size, which the tokenizer must fit. */
   vocabSize: number;
+  /** The option whose text needs the tokenizer, for messages (default "--prompt"). */
+  option?: string;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
-}
-
-/** The tokenizer for a model: given, the bundle's, the checkpoint's, else the built-in one. */
+/**
+ * The tokenizer for a model: given, the bundle's, the checkpoint's, else the
+ * built-in one (tokenizer/resolve.ts); a usage error when none fits.
+ */
 export async function chooseTokenizer(choice: TokenizerChoice): Promise<Tokenizer> {
-  let tok: Tokenizer, from: string;
-  if (choice.tokenizer) {
-    tok = await Tokenizer.fromTokenizerJson(choice.tokenizer);
-    from = choice.tokenizer;
-  } else if (choice.bundle && await exists(`${choice.bundle}/${TOKENIZER_FILE}`)) {
-    from = `${choice.bundle}/${TOKENIZER_FILE}`;
-    tok = await Tokenizer.fromTokenizerJson(from);
-  } else if (choice.checkpointTokenizer && await exists(choice.checkpointTokenizer)) {
-    from = choice.checkpointTokenizer;
-    tok = await Tokenizer.fromTokenizerJson(from);
-  } else {
-    tok = await Tokenizer.llama2();
-    from = "the built-in LLaMA-2 tokenizer";
-    if (tok.vocabSize !== choice.vocabSize) {
-      throw new UsageError(
-        `--prompt: the model's vocabulary has ${choice.vocabSize} tokens, not LLaMA-2's ` +
-          `${tok.vocabSize}; give --tokenizer tokenizer.json`,
-      );
-    }
+  let found;
+  try {
+    found = await resolveTokenizer({
+      given: choice.tokenizer,
+      bundle: choice.bundle === undefined ? undefined : `${choice.bundle}/${TOKENIZER_FILE}`,
+      checkpoint: choice.checkpointTokenizer,
+      vocabSize: choice.vocabSize,
+    });
+  } catch (e) {
+    if (e instanceof TokenizerMismatchError) throw new UsageError(`--tokenizer: ${e.message}`);
+    throw e;
   }
-  if (tok.vocabSize > choice.vocabSize) {
+  if (!found) {
     throw new UsageError(
-      `--tokenizer: ${from} has ${tok.vocabSize} tokens, more than the model's ${choice.vocabSize}`,
+      `${choice.option ?? "--prompt"}: the model's vocabulary has ${choice.vocabSize} tokens, ` +
+        "not LLaMA-2's 32000; give --tokenizer tokenizer.json",
     );
   }
-  return tok;
+  return found.tokenizer;
 }

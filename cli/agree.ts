@@ -178,6 +178,7 @@ Options:
         tokenizer: values.tokenizer,
         checkpointTokenizer: model.description.tokenizerPath,
         vocabSize: model.description.base.vocabSize,
+        option: "--prompts-text",
       });
       prompts = texts.map((t) => tokenizer.encode(t));
     }

@@ -270,19 +270,12 @@ Options:
           });
         } else {
           const docs = await readTextLines(textFile!);
-          let tokenizer;
-          try {
-            tokenizer = await chooseTokenizer({
-              tokenizer: values.tokenizer,
-              checkpointTokenizer: base.index.tokenizerPath,
-              vocabSize: vocab,
-            });
-          } catch (e) {
-            if (e instanceof UsageError) {
-              throw new UsageError(e.message.replace(/^--prompt:/, "--calibration-text:"));
-            }
-            throw e;
-          }
+          const tokenizer = await chooseTokenizer({
+            tokenizer: values.tokenizer,
+            checkpointTokenizer: base.index.tokenizerPath,
+            vocabSize: vocab,
+            option: "--calibration-text",
+          });
           sequences = docs.map((d) => tokenizer.encode(d));
         }
         const heldCount = Math.floor(holdout * sequences.length);

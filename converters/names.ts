@@ -44,6 +44,7 @@ export const PREDICTOR_TENSORS = {
   valueBias: "value_transforms.{i}.bias",
 } as const;
 
+/** A layer tensor's key in {@link LAYER_TENSORS}. */
 export type LayerTensor = keyof typeof LAYER_TENSORS;
 export type ModelTensor = keyof typeof MODEL_TENSORS;
 export type PredictorTensor = keyof typeof PREDICTOR_TENSORS;

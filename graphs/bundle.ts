@@ -37,12 +37,7 @@ import { sha256Source } from "../converters/hf.ts";
 import { createHash } from "node:crypto";
 import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
 import { isBlockSize } from "../converters/quant.ts";
-import {
-  LLAMA2_TOKENIZER_JSON,
-  LLAMA2_VOCAB_SIZE,
-  Tokenizer,
-  TokenizerError,
-} from "../tokenizer/llama.ts";
+import { resolveTokenizer } from "../tokenizer/resolve.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
 import { writeWeights } from "./_data.ts";
 import { encodeModel } from "./builder.ts";
@@ -270,7 +265,11 @@ export async function convert(
     }
     const config = transformersConfig(description, options, variants);
     await writeFile(CONFIG_FILE, new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n"));
-    const tokenizer = await bundleTokenizer(description, options);
+    const tokenizer = await resolveTokenizer({
+      given: options.tokenizer,
+      checkpoint: description.tokenizerPath,
+      vocabSize: description.base.vocabSize,
+    });
     if (tokenizer) {
       const written = await writeTokenizerFiles(tmp, {
         tokenizer: tokenizer.path,
@@ -321,32 +320,6 @@ export async function convert(
   } finally {
     index.close();
   }
-}
-
-/**
- * The tokenizer a bundle ships: the one given, else the checkpoint folder's
- * tokenizer.json, else LLaMA-2's when the vocabulary fits it.
- */
-async function bundleTokenizer(
-  desc: KvpDescription,
-  options: ConvertOptions,
-): Promise<{ path: string | URL; source: string } | undefined> {
-  const given = options.tokenizer ?? desc.tokenizerPath;
-  if (given) {
-    const tok = await Tokenizer.fromTokenizerJson(given);
-    if (tok.vocabSize > desc.base.vocabSize) {
-      throw new TokenizerError(
-        `${given}: ${tok.vocabSize} tokens, more than the model's vocabulary of ${desc.base.vocabSize}`,
-      );
-    }
-    return { path: given, source: given };
-  }
-  // LLaMA-2's vocabulary has 32000 tokens: only then is the built-in tokenizer loaded at all.
-  if (desc.base.vocabSize !== LLAMA2_VOCAB_SIZE) return undefined;
-  const builtin = await Tokenizer.llama2();
-  return builtin.vocabSize === desc.base.vocabSize
-    ? { path: LLAMA2_TOKENIZER_JSON, source: "built-in LLaMA-2 (OpenELM's tokenizer)" }
-    : undefined;
 }
 
 /** Errors of the file system (as opposed to bad input or a bug). */

@@ -83,9 +83,13 @@ export interface PrecisionOptions {
 
 /** The predictor's linear maps, one per base layer. */
 export interface PredictorWeights {
+  /** Per base layer, the key map's weight `[out, in]`. */
   keyWeight: Float32Array[];
+  /** Per base layer, the key map's bias `[out]`. */
   keyBias: Float32Array[];
+  /** Per base layer, the value map's weight `[out, in]`. */
   valueWeight: Float32Array[];
+  /** Per base layer, the value map's bias `[out]`. */
   valueBias: Float32Array[];
 }
 

@@ -22,10 +22,15 @@ import { TokenizerError } from "./errors.ts";
 
 /** A token matched in the raw text before any normalization. */
 export interface AddedToken {
+  /** Its id. */
   id: number;
+  /** The text it matches. */
   content: string;
+  /** A control token (BOS, EOS, …), dropped when decoding with `skipSpecial`. */
   special: boolean;
+  /** Whitespace on its left is part of the match. */
   lstrip: boolean;
+  /** Whitespace on its right is part of the match. */
   rstrip: boolean;
 }
 

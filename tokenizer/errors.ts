@@ -18,5 +18,12 @@
 
 /** A tokenizer file is unreadable, malformed or of an unsupported kind. */
 export class TokenizerError extends Error {
+  /** "TokenizerError". */
   override name = "TokenizerError";
+}
+
+/** A tokenizer has more tokens than the model's vocabulary: it belongs to another model. */
+export class TokenizerMismatchError extends TokenizerError {
+  /** "TokenizerMismatchError". */
+  override name = "TokenizerMismatchError";
 }
