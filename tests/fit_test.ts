@@ -229,6 +229,24 @@ async function writeIds(path: string, seed: number, seqs: number, len: number, v
   return lines.map((l) => l.split(",").map(Number));
 }
 
+/** `kvpred fit` on the fixture's own base and auxiliary with its mapping, then `extra`. */
+function fitFixture(calibration: string, out: string, ...extra: string[]) {
+  return kvpred(
+    "fit",
+    "--base",
+    FIXTURE,
+    "--aux",
+    FIXTURE,
+    "--mapping",
+    MAPPING.join(","),
+    "--calibration-ids",
+    calibration,
+    "--out",
+    out,
+    ...extra,
+  );
+}
+
 /** Per layer, `[S, k·hd]` raw keys and values of one sequence, laid out here. */
 function raw(w: TransformerWeights, ids: number[]) {
   const S = ids.length;
@@ -260,22 +278,13 @@ Deno.test("fit on the CoreNet fixture: held-out cache error below the mean's on 
   await using dir = await tempDir();
   const ids = `${dir.path}/calibration.txt`, out = `${dir.path}/predictor.safetensors`;
   const seqs = await writeIds(ids, 2024, SEQS, LEN);
-  const r = await kvpred(
-    "fit",
-    "--base",
-    FIXTURE,
-    "--aux",
-    FIXTURE,
-    "--mapping",
-    MAPPING.join(","),
-    "--calibration-ids",
+  const r = await fitFixture(
     ids,
+    out,
     "--ridge",
     String(RIDGE),
     "--holdout",
     String(HOLDOUT),
-    "--out",
-    out,
     "--json",
   );
   assert.equal(r.code, 0, r.stderr);
@@ -384,21 +393,7 @@ Deno.test("fit: bad input is one line, exit 2, nothing written", async () => {
   const few = `${dir.path}/few.txt`;
   await Deno.writeTextFile(few, "1,2,3,4,5,6,7,8\n");
   const out = `${dir.path}/p.safetensors`;
-  const run = (file: string, ...extra: string[]) =>
-    kvpred(
-      "fit",
-      "--base",
-      FIXTURE,
-      "--aux",
-      FIXTURE,
-      "--mapping",
-      "0,0,1,1",
-      "--calibration-ids",
-      file,
-      "--out",
-      out,
-      ...extra,
-    );
+  const run = (file: string, ...extra: string[]) => fitFixture(file, out, ...extra);
   const cases: [Promise<{ code: number; stderr: string }>, RegExp][] = [
     [run(outside), /outside\.txt: line 2: token id 256 is outside the vocabulary \(0\.\.255\)/],
     [run(empty), /empty\.txt: no sequences in the file/],
@@ -430,22 +425,13 @@ Deno.test("fit: --engine ort (ONNX Runtime) and --engine reference write the sam
   await writeIds(ids, 77, 12, 40);
   const fitWith = async (engine: string) => {
     const out = `${dir.path}/${engine}.safetensors`;
-    const r = await kvpred(
-      "fit",
-      "--base",
-      FIXTURE,
-      "--aux",
-      FIXTURE,
-      "--mapping",
-      MAPPING.join(","),
-      "--calibration-ids",
+    const r = await fitFixture(
       ids,
+      out,
       "--ridge",
       "0.1",
       "--holdout",
       "0.25",
-      "--out",
-      out,
       "--engine",
       engine,
       "--json",
