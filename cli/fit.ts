@@ -28,6 +28,7 @@ import { sha256File } from "../converters/sha256.ts";
 import {
   evaluateKvPredictor,
   fitKvPredictor,
+  type KvFit,
   type LayerCacheError,
   predictorEntries,
   predictorWeights,
@@ -43,7 +44,7 @@ import {
 } from "./_args.ts";
 import { readIdLines } from "./_ids.ts";
 import { progressBar } from "./_progress.ts";
-import { openRawCacheRunners, parseEngine } from "./_raw_cache.ts";
+import { openRawCacheRunners, parseEngine, type Runners } from "./_raw_cache.ts";
 import { interruptible } from "./_verify.ts";
 import { chooseTokenizer } from "./_text.ts";
 
@@ -139,8 +140,141 @@ function resolveMapping(
   return mapping;
 }
 
-function formatErrors(e: { relativeResidual: number; relativeBaseline: number }): string {
-  return `${e.relativeResidual.toFixed(4)} (mean ${e.relativeBaseline.toFixed(4)})`;
+/** The calibration sequences: id lines, or text lines tokenized with the model's tokenizer. */
+async function readCalibration(
+  from: { ids: string } | { text: string; tokenizer?: string },
+  base: OpenedPart,
+): Promise<number[][]> {
+  const vocabSize = base.description.vocabSize;
+  if ("ids" in from) {
+    return await readIdLines(from.ids, "--calibration-ids", { what: "sequences", vocabSize });
+  }
+  const docs = await readTextLines(from.text);
+  const tokenizer = await chooseTokenizer({
+    tokenizer: from.tokenizer,
+    checkpointTokenizer: base.index.tokenizerPath,
+    vocabSize,
+    option: "--calibration-text",
+  });
+  return docs.map((d) => tokenizer.encode(d));
+}
+
+/** What a fit produced and how long each stage took. */
+interface FitRun {
+  fit: KvFit;
+  heldOut: LayerCacheError[] | undefined;
+  seconds: { fit: number; heldOut: number };
+}
+
+/** Fits on `fitWindows`, then measures the held-out error on `heldWindows` (if any). */
+async function runFit(
+  runners: Runners,
+  mapping: number[],
+  fitWindows: number[][],
+  heldWindows: number[][],
+  options: { ridge: number; signal: AbortSignal },
+): Promise<FitRun> {
+  const started = performance.now();
+  const bar = progressBar("fitting (tokens)", false);
+  let fit: KvFit;
+  try {
+    fit = await fitKvPredictor(runners.base, runners.aux, mapping, fitWindows, {
+      ...options,
+      onProgress: bar,
+    });
+  } catch (e) {
+    if (e instanceof SingularSystemError) {
+      throw new UsageError(`fit: ${e.message} (--ridge λ, e.g. --ridge 1e-3)`);
+    }
+    throw e;
+  } finally {
+    bar.done();
+  }
+  const fitted = performance.now();
+  let heldOut: LayerCacheError[] | undefined;
+  if (heldWindows.length) {
+    const evalBar = progressBar("held-out error (tokens)", false);
+    try {
+      heldOut = await evaluateKvPredictor(
+        runners.base,
+        runners.aux,
+        mapping,
+        predictorWeights(fit),
+        heldWindows,
+        {
+          means: fit.layers.map((l) => ({ key: l.key.targetMean, value: l.value.targetMean })),
+          onProgress: evalBar,
+          signal: options.signal,
+        },
+      );
+    } finally {
+      evalBar.done();
+    }
+  }
+  const seconds = { fit: (fitted - started) / 1e3, heldOut: (performance.now() - fitted) / 1e3 };
+  return { fit, heldOut, seconds };
+}
+
+/** The summary `fit` prints (or, with --json, writes as JSON). */
+interface FitSummary {
+  out: string;
+  mapping: number[];
+  ridge: number;
+  contextLength: number;
+  calibration: { file: string; sha256: string };
+  tokens: number;
+  sequences: number;
+  windows: number;
+  heldOutSequences: number;
+  heldOutTokens: number;
+  engine: string;
+  seconds: { prepare: number; fit: number; heldOut: number };
+  layers: {
+    layer: number;
+    auxLayer: number;
+    key: { residual: number; meanBaseline: number };
+    value: { residual: number; meanBaseline: number };
+  }[];
+  heldOut?: {
+    layer: number;
+    key: { relative: number; meanBaseline: number };
+    value: { relative: number; meanBaseline: number };
+  }[];
+}
+
+function printSummary(s: FitSummary, calibrationFile: string): void {
+  const f = (v: number) => v.toFixed(4);
+  console.log(
+    `wrote ${s.out}: ${s.mapping.length} base layers, mapping ${s.mapping.join(",")}, ` +
+      `λ ${s.ridge}, ${s.tokens} tokens from ${s.sequences} sequences` +
+      (s.heldOutSequences
+        ? ` (${s.heldOutSequences} held out: the last lines of ${calibrationFile})`
+        : ""),
+  );
+  console.log(
+    `engine ${s.engine}: models ready in ${s.seconds.prepare.toFixed(1)} s; fit ` +
+      `${s.seconds.fit.toFixed(1)} s (${Math.round(s.tokens / s.seconds.fit)} tokens/s)` +
+      (s.heldOut ? `; held-out error ${s.seconds.heldOut.toFixed(1)} s` : ""),
+  );
+  console.log("relative training residual ‖y−ŷ‖/‖y‖ (predicting the mean):");
+  for (const l of s.layers) {
+    console.log(
+      `  layer ${String(l.layer).padStart(2)} ← aux ${String(s.mapping[l.layer]).padStart(2)}  ` +
+        `keys ${f(l.key.residual)} (mean ${f(l.key.meanBaseline)})  ` +
+        `values ${f(l.value.residual)} (mean ${f(l.value.meanBaseline)})`,
+    );
+  }
+  if (s.heldOut) {
+    console.log(`held-out relative cache error (${s.heldOutTokens} tokens):`);
+    for (const l of s.heldOut) {
+      console.log(
+        `  layer ${String(l.layer).padStart(2)}  keys ${f(l.key.relative)} (mean ` +
+          `${f(l.key.meanBaseline)})  values ${f(l.value.relative)} (mean ${
+            f(l.value.meanBaseline)
+          })`,
+      );
+    }
+  }
 }
 
 /** The `fit` command. */
@@ -152,9 +286,9 @@ export const fitCommand: Command = {
                    [--ridge λ] [--max-tokens N] [--holdout 0.1] --out predictor.safetensors
                    [--engine ort|reference] [--work-dir DIR] [--json]
 
-Runs the base and the auxiliary model over every
-calibration sequence and fits, for each base layer i and separately for keys
-and values, W and b minimising Σ ‖y − (W x + b)‖² + λ ‖W‖²_F over every
+Runs the base and the auxiliary model over every calibration sequence and
+fits, for each base layer i and separately for keys and values, W and b
+minimising Σ ‖y − (W x + b)‖² + λ ‖W‖²_F over every
 position (the bias is not penalised): x is auxiliary layer map[i]'s raw key
 (value) exactly as the predictor receives it (before k_norm and RoPE, heads
 flattened head-major), y base layer i's raw key (value). Statistics stream in
@@ -262,22 +396,12 @@ Options:
         }
         const mapping = resolveMapping(mappingGiven, base, aux);
         const calibrationFile = (idsFile ?? textFile)!;
-        let sequences: number[][];
-        if (idsFile !== undefined) {
-          sequences = await readIdLines(idsFile, "--calibration-ids", {
-            what: "sequences",
-            vocabSize: vocab,
-          });
-        } else {
-          const docs = await readTextLines(textFile!);
-          const tokenizer = await chooseTokenizer({
-            tokenizer: values.tokenizer,
-            checkpointTokenizer: base.index.tokenizerPath,
-            vocabSize: vocab,
-            option: "--calibration-text",
-          });
-          sequences = docs.map((d) => tokenizer.encode(d));
-        }
+        const sequences = await readCalibration(
+          idsFile !== undefined
+            ? { ids: idsFile }
+            : { text: textFile!, tokenizer: values.tokenizer },
+          base,
+        );
         const heldCount = Math.floor(holdout * sequences.length);
         const fitted = sequences.slice(0, sequences.length - heldCount);
         if (fitted.length === 0) {
@@ -287,67 +411,19 @@ Options:
         const contextLength = Math.min(base.contextLength, aux.contextLength);
         const fitWindows = capTokens(windows(fitted, contextLength), maxTokens);
         const sha256 = await sha256File(calibrationFile);
+        const heldWindows = windows(held, contextLength);
         const started = performance.now();
         const runners = await openRawCacheRunners(engine, base, aux, {
           workDir: values["work-dir"] ?? (dirname(out) || "."),
           workDirOption: values["work-dir"] === undefined ? "--out's folder" : "--work-dir",
           signal,
         });
-        const prepared = performance.now();
-        let fittedAt = prepared;
-        let fit;
-        let heldOut: LayerCacheError[] | undefined;
-        let heldTokens = 0;
-        try {
-          const bar = progressBar(`fitting (${engine}; tokens)`, false);
-          try {
-            fit = await fitKvPredictor(runners.base, runners.aux, mapping, fitWindows, {
-              ridge,
-              onProgress: bar,
-              signal,
-            });
-          } catch (e) {
-            if (e instanceof SingularSystemError) {
-              throw new UsageError(`fit: ${e.message} (--ridge λ, e.g. --ridge 1e-3)`);
-            }
-            throw e;
-          } finally {
-            bar.done();
-          }
-          fittedAt = performance.now();
-          if (held.length) {
-            const heldWindows = windows(held, contextLength);
-            heldTokens = heldWindows.reduce((s, w) => s + w.length, 0);
-            const evalBar = progressBar("held-out error (tokens)", false);
-            try {
-              heldOut = await evaluateKvPredictor(
-                runners.base,
-                runners.aux,
-                mapping,
-                predictorWeights(fit),
-                heldWindows,
-                {
-                  means: fit.layers.map((l) => ({
-                    key: l.key.targetMean,
-                    value: l.value.targetMean,
-                  })),
-                  onProgress: evalBar,
-                  signal,
-                },
-              );
-            } finally {
-              evalBar.done();
-            }
-          }
-        } finally {
-          await runners.release();
-        }
-        const finished = performance.now();
-        const seconds = {
-          prepare: (prepared - started) / 1e3,
-          fit: (fittedAt - prepared) / 1e3,
-          heldOut: (finished - fittedAt) / 1e3,
-        };
+        const prepare = (performance.now() - started) / 1e3;
+        const { fit, heldOut, seconds } = await runFit(runners, mapping, fitWindows, heldWindows, {
+          ridge,
+          signal,
+        }).finally(() => runners.release());
+        const heldTokens = heldWindows.reduce((n, w) => n + w.length, 0);
         await writeSafetensors(out, predictorEntries(fit), {
           metadata: {
             format: "pt",
@@ -361,7 +437,7 @@ Options:
             calibration_sha256: sha256,
           },
         });
-        const summary = {
+        const summary: FitSummary = {
           out,
           mapping,
           ridge,
@@ -373,7 +449,7 @@ Options:
           heldOutSequences: held.length,
           heldOutTokens: heldTokens,
           engine,
-          seconds,
+          seconds: { prepare, ...seconds },
           layers: fit.layers.map((l, i) => ({
             layer: i,
             auxLayer: mapping[i],
@@ -390,35 +466,7 @@ Options:
           console.log(JSON.stringify(summary, null, 2));
           return 0;
         }
-        console.log(
-          `wrote ${out}: ${mapping.length} base layers, mapping ${
-            mapping.join(",")
-          }, λ ${ridge}, ` +
-            `${fit.tokens} tokens from ${fitted.length} sequences` +
-            (held.length ? ` (${held.length} held out: the last lines of ${calibrationFile})` : ""),
-        );
-        console.log(
-          `engine ${engine}: models ready in ${seconds.prepare.toFixed(1)} s; fit ${
-            seconds.fit.toFixed(1)
-          } s (${Math.round(fit.tokens / seconds.fit)} tokens/s)` +
-            (held.length ? `; held-out error ${seconds.heldOut.toFixed(1)} s` : ""),
-        );
-        console.log("relative training residual ‖y−ŷ‖/‖y‖ (predicting the mean):");
-        fit.layers.forEach((l, i) => {
-          console.log(
-            `  layer ${String(i).padStart(2)} ← aux ${String(mapping[i]).padStart(2)}  keys ${
-              formatErrors(l.key)
-            }  values ${formatErrors(l.value)}`,
-          );
-        });
-        if (heldOut) {
-          console.log(`held-out relative cache error (${heldTokens} tokens):`);
-          heldOut.forEach((e, i) => {
-            const f = (c: { relative: number; baseline: number }) =>
-              `${c.relative.toFixed(4)} (mean ${c.baseline.toFixed(4)})`;
-            console.log(`  layer ${String(i).padStart(2)}  keys ${f(e.key)}  values ${f(e.value)}`);
-          });
-        }
+        printSummary(summary, calibrationFile);
         return 0;
       } finally {
         base.index.close();
