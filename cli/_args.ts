@@ -211,3 +211,30 @@ export function checkpointSources(
 export function mappingOption(text: string | undefined): number[] | undefined {
   return text === undefined ? undefined : parseIntList(text, "--mapping");
 }
+
+/** `--threads N`: ONNX Runtime's intra-op threads. */
+export const THREADS_OPTION = { threads: { type: "string" } } as const;
+
+/**
+ * The help lines of `--threads`, its description starting at column
+ * `column` (`what`: whose threads, e.g. "with --engine ort").
+ */
+export function threadsHelp(column: number, what = ""): string {
+  const words = `ONNX Runtime intra-op threads${what ? ` ${what}` : ""} (default: one per core, ` +
+    `${navigator.hardwareConcurrency} here)`;
+  const lines: string[] = [];
+  let line = "";
+  for (const w of words.split(" ")) {
+    if (line && column + line.length + 1 + w.length > 80) {
+      lines.push(line);
+      line = w;
+    } else line = line ? `${line} ${w}` : w;
+  }
+  lines.push(line);
+  return lines.map((l, i) => (i ? "" : "  --threads N").padEnd(column) + l).join("\n");
+}
+
+/** Parses `--threads` (undefined: the default, one per core). */
+export function threadsOption(text: string | undefined): number | undefined {
+  return text === undefined ? undefined : parsePositive(text, "--threads", 1);
+}

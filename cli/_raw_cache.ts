@@ -50,6 +50,8 @@ export interface RunnerOptions {
   workDir: string;
   /** How the user gave `workDir`, for errors (default "--work-dir"). */
   workDirOption?: string;
+  /** ONNX Runtime's intra-op threads (default: one per core). */
+  threads?: number;
   /** Stops the model writing. */
   signal?: AbortSignal;
 }
@@ -112,7 +114,9 @@ export async function openRawCacheRunners(
       bar.done();
     }
     for (const [part, p] of parts) {
-      opened.push(await OrtRawCache.load(`${dir}/${part}.onnx`, p.description));
+      opened.push(
+        await OrtRawCache.load(`${dir}/${part}.onnx`, p.description, { threads: options.threads }),
+      );
     }
     return { base: opened[0], aux: opened[1], release };
   } catch (e) {

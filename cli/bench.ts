@@ -24,6 +24,9 @@ import {
   parseChoice,
   parseIntList,
   parsePositive,
+  THREADS_OPTION,
+  threadsHelp,
+  threadsOption,
   UsageError,
 } from "./_args.ts";
 import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
@@ -89,7 +92,9 @@ export function formatMachine(report: BenchReport): string {
     .map(([v, b]) => `${v} ${(b / 1e6).toFixed(1)} MB`).join(", ");
   return `CPU: ${cpu.model}, ${cpu.cores} cores; int8: ${
     cpu.int8Features.join(" ") || "no VNNI/AMX"
-  }; float: ${cpu.floatFeatures.join(" ")}\nweights: ${bytes}`;
+  }; float: ${cpu.floatFeatures.join(" ")}; ${
+    report.runtime === "ort" ? `ONNX Runtime threads: ${report.threads}` : "one thread"
+  }\nweights: ${bytes}`;
 }
 
 /** One line per variant and mode. */
@@ -132,6 +137,7 @@ Options:
   --runtime ort|reference   which runtime (default ort)
   --reps N                  timed runs per mode and length, ≥ 5 (default 5)
   --plot F.svg              draw TTFT against prompt length
+${threadsHelp(28)}
 ${verifyHelp(28)}
   --json                    print the report as JSON`,
   async run(args) {
@@ -143,6 +149,7 @@ ${verifyHelp(28)}
       reps: { type: "string" },
       plot: { type: "string" },
       dtype: { type: "string" },
+      ...THREADS_OPTION,
       ...VERIFY_OPTIONS,
       json: { type: "boolean" },
     });
@@ -161,6 +168,7 @@ ${verifyHelp(28)}
     const reps = parsePositive(values.reps, "--reps", 5, 5);
     const runtime = parseChoice(values.runtime, "--runtime", ["ort", "reference"] as const, "ort");
     const batch = parsePositive(values.batch, "--batch", 1);
+    const threads = threadsOption(values.threads);
     let header = false;
     await verifyFromCli(values.bundle, manifest, verify);
     const report = await benchBundle(values.bundle, {
@@ -170,6 +178,7 @@ ${verifyHelp(28)}
       batch,
       reps,
       runtime,
+      threads,
       verify: false,
       onLength: values.json ? undefined : (r) => {
         if (!header) console.log(TABLE_HEADER);

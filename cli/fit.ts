@@ -40,6 +40,9 @@ import {
   parse,
   parsePositive,
   parsePositiveNumber,
+  THREADS_OPTION,
+  threadsHelp,
+  threadsOption,
   UsageError,
 } from "./_args.ts";
 import { readIdLines } from "./_ids.ts";
@@ -328,6 +331,7 @@ Options:
                         them with ONNX Runtime, several times faster on large
                         models; 'reference' runs kvpred's reference runtime
                         (no extra disk)
+${threadsHelp(24, "with --engine ort")}
   --work-dir DIR        where --engine ort writes its temporary models, about
                         the float32 size of both checkpoints, removed when done
                         (default: the folder of --out)
@@ -351,6 +355,7 @@ Options:
       out: { type: "string" },
       engine: { type: "string" },
       "work-dir": { type: "string" },
+      ...THREADS_OPTION,
       json: { type: "boolean" },
     });
     for (const opt of ["base", "aux", "out"] as const) {
@@ -383,6 +388,7 @@ Options:
         : parsePositiveNumber(values["rope-theta"], "--rope-theta"),
     };
     const engine = parseEngine(values.engine);
+    const threads = threadsOption(values.threads);
     return await interruptible(async (signal) => {
       const base = await openPart(values.base!, "base", open);
       let aux: OpenedPart | undefined;
@@ -416,6 +422,7 @@ Options:
         const runners = await openRawCacheRunners(engine, base, aux, {
           workDir: values["work-dir"] ?? (dirname(out) || "."),
           workDirOption: values["work-dir"] === undefined ? "--out's folder" : "--work-dir",
+          threads,
           signal,
         });
         const prepare = (performance.now() - started) / 1e3;

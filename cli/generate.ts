@@ -37,6 +37,9 @@ import {
   parseChoice,
   parseIds,
   parsePositive,
+  THREADS_OPTION,
+  threadsHelp,
+  threadsOption,
   UsageError,
 } from "./_args.ts";
 
@@ -70,6 +73,7 @@ Options:
                       (with a checkpoint: any such name)
   --block-size N      with a checkpoint and a quantized --dtype: block size (default 32)
   --runtime R         reference or ort (default: ort with --bundle, else reference)
+${threadsHelp(22)}
 ${verifyHelp(22)}
   --json              print {"mode","runtime","dtype","tokens","ttft_ms"}, with --prompt
                       also "prompt_ids" and "text"
@@ -89,6 +93,7 @@ ${verifyHelp(22)}
       logits: { type: "boolean" },
       prompt: { type: "string", multiple: true },
       tokenizer: { type: "string" },
+      ...THREADS_OPTION,
     });
     const mode = parseChoice(values.mode, "--mode", MODES, "kvp");
     const runtime = parseChoice(
@@ -151,7 +156,12 @@ ${verifyHelp(22)}
       const [variant] = bundleVariants(manifest, values.dtype);
       check(manifest.model);
       await verifyFromCli(values.bundle, manifest, verify);
-      const model = await OrtModel.load(values.bundle, { variant, verify: false, check });
+      const model = await OrtModel.load(values.bundle, {
+        variant,
+        verify: false,
+        check,
+        threads: threadsOption(values.threads),
+      });
       try {
         result = await model.generate(prompts, { mode, maxNewTokens, eosTokenId });
       } finally {

@@ -28,6 +28,9 @@ import {
   hasCheckpoint,
   parse,
   parsePositive,
+  THREADS_OPTION,
+  threadsHelp,
+  threadsOption,
   UsageError,
 } from "./_args.ts";
 import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
@@ -91,6 +94,7 @@ Options:
   --steps N           decode steps after the first token (default 8)
   --tolerance T       max |Δ logits| and |Δ cache| (default 1e-3 for fp32, 5e-2 quantized)
   --seed S            prompt seed (default 1234)
+${threadsHelp(22)}
 ${verifyHelp(22)}
   --json              print the report as JSON`,
   async run(args) {
@@ -104,6 +108,7 @@ ${verifyHelp(22)}
       seed: { type: "string" },
       dtype: { type: "string" },
       "prompts-file": { type: "string" },
+      ...THREADS_OPTION,
       ...VERIFY_OPTIONS,
       json: { type: "boolean" },
     });
@@ -121,6 +126,7 @@ ${verifyHelp(22)}
     const decodeSteps = parsePositive(values.steps, "--steps", 8);
     const tolerance = values.tolerance === undefined ? undefined : parseTolerance(values.tolerance);
     const seed = parsePositive(values.seed, "--seed", 1234, 0);
+    const threads = threadsOption(values.threads);
     await verifyFromCli(values.bundle, manifest, verify);
     const reports: ValidateReport[] = [];
     for (const variant of variants) {
@@ -134,6 +140,7 @@ ${verifyHelp(22)}
         decodeSteps,
         tolerance,
         seed,
+        threads,
         verify: false,
         onCase: values.json || promptSet ? undefined : (c) => console.log(formatCase(c)),
       });

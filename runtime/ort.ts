@@ -23,6 +23,7 @@ import { type Progress, verifyBundle } from "../bundle/verify.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import { extendMask, padPrompts, type PromptBatch } from "./batch.ts";
 import { type GenerateResult, generateWith } from "./greedy.ts";
+import { defaultThreads } from "./cpu.ts";
 import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 
 /** Options for {@link OrtModel.load}. */
@@ -37,7 +38,7 @@ export interface OrtLoadOptions {
   verify?: boolean | "full";
   /** Stops the integrity check (it rejects with the signal's reason). */
   signal?: AbortSignal;
-  /** Intra-op threads (default: ONNX Runtime's choice, all cores). */
+  /** Intra-op threads (default {@link defaultThreads}: one per core). */
   threads?: number;
   /** Runs on the description before the bundle is verified or loaded. */
   check?: (description: KvpDescription) => void;
@@ -58,6 +59,11 @@ export interface OrtStep extends Step {
 /** An exported bundle, run by ONNX Runtime. */
 export class OrtModel implements KvpRuntime<OrtStep> {
   private sessions = new Map<Mode, ort.InferenceSession>();
+
+  /** Intra-op threads of its sessions. */
+  get threads(): number {
+    return this.options.threads ?? defaultThreads();
+  }
 
   private constructor(
     readonly dir: string,
@@ -101,8 +107,10 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   async session(mode: Mode): Promise<ort.InferenceSession> {
     let s = this.sessions.get(mode);
     if (!s) {
-      const options: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
-      if (this.options.threads) options.intraOpNumThreads = this.options.threads;
+      const options: ort.InferenceSession.SessionOptions = {
+        graphOptimizationLevel: "all",
+        intraOpNumThreads: this.threads,
+      };
       s = await ort.InferenceSession.create(
         `${this.dir}/${this.variant.graphs[mode].file}`,
         options,

@@ -26,6 +26,7 @@
 import * as ort from "onnxruntime-node";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
 import type { TransformerDescription } from "../converters/model.ts";
+import { defaultThreads } from "./cpu.ts";
 import { forward } from "./transformer.ts";
 import type { TransformerWeights } from "./weights.ts";
 
@@ -87,7 +88,7 @@ function perToken(x: Float32Array, k: number, S: number, hd: number): Float32Arr
 
 /** Options for {@link OrtRawCache.load}. */
 export interface OrtRawCacheOptions {
-  /** Intra-op threads (default: ONNX Runtime's choice, all cores). */
+  /** Intra-op threads (default {@link defaultThreads}: one per core). */
   threads?: number;
 }
 
@@ -104,8 +105,10 @@ export class OrtRawCache implements RawCacheRunner {
     description: TransformerDescription,
     options: OrtRawCacheOptions = {},
   ): Promise<OrtRawCache> {
-    const sessionOptions: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
-    if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      graphOptimizationLevel: "all",
+      intraOpNumThreads: options.threads ?? defaultThreads(),
+    };
     const session = await ort.InferenceSession.create(path, sessionOptions);
     const expected = Array.from(
       { length: description.numLayers },

@@ -23,7 +23,7 @@ import { type Progress, verifyBundle } from "../bundle/verify.ts";
 import { prefillFlops } from "../converters/flops.ts";
 import { Random } from "../converters/random.ts";
 import { matmulT } from "./_matmul.ts";
-import { type CpuInfo, cpuInfo } from "./cpu.ts";
+import { type CpuInfo, cpuInfo, defaultThreads } from "./cpu.ts";
 import { argmaxRows } from "./greedy.ts";
 import { OrtModel } from "./ort.ts";
 import { ReferenceModel } from "./reference.ts";
@@ -85,6 +85,8 @@ export interface BenchReport {
   reps: number;
   /** The CPU it ran on, with its int8 features. */
   cpu: CpuInfo;
+  /** ONNX Runtime's intra-op threads (1 for the reference runtime, which runs on one). */
+  threads: number;
   /** Weight bytes per variant. */
   weightBytes: Record<string, number>;
   /** Per variant and prompt length, in the order measured. */
@@ -107,6 +109,8 @@ export interface BenchOptions {
   runtime?: "ort" | "reference";
   /** Seed of the random prompts (default 7). */
   seed?: number;
+  /** ONNX Runtime's intra-op threads, for the models and the probe (default: one per core). */
+  threads?: number;
   /**
    * Check the bundle's files first (default true): `true` re-hashes the files
    * changed since the last successful check, `"full"` every file.
@@ -160,6 +164,7 @@ async function firstToken(
 async function matmulProbe(
   runtime: "ort" | "reference",
   shape: [number, number, number],
+  threads: number,
   model?: BenchOptions["matmulModel"],
 ): Promise<(() => Promise<number>) | undefined> {
   const [m, k, n] = shape;
@@ -174,6 +179,7 @@ async function matmulProbe(
   if (!model) return undefined;
   const session = await ort.InferenceSession.create(model(m, k, n), {
     graphOptimizationLevel: "all",
+    intraOpNumThreads: threads,
   });
   const feed = { x: new ort.Tensor("float32", new Float32Array(m * k).fill(0.01), [m, k]) };
   return async () => {
@@ -196,6 +202,7 @@ export async function benchBundle(
     runtime = "ort",
     seed = 7,
   } = options;
+  const threads = runtime === "ort" ? options.threads ?? defaultThreads() : 1;
   if (reps < 5) throw new RangeError(`reps must be ≥ 5 (SPEC §7), got ${reps}`);
   const manifest = await readManifest(bundle);
   const variants: VariantEntry[] = names.map((n) => findVariant(manifest, n));
@@ -214,7 +221,7 @@ export async function benchBundle(
       models.set(
         v.name,
         runtime === "ort"
-          ? await OrtModel.load(bundle, { variant: v.name, verify: false })
+          ? await OrtModel.load(bundle, { variant: v.name, verify: false, threads })
           : await ReferenceModel.load(manifestSources(manifest, bundle), {
             mapping: desc.mapping,
             precision: v.precision,
@@ -233,7 +240,7 @@ export async function benchBundle(
       ? [[512, 2048, 2048], [512, 2048, 8192], [512, 8192, 2048]]
       : [[128, 1024, 1024]];
     const probes = (await Promise.all(shapes.map((s) =>
-      matmulProbe(runtime, s, options.matmulModel)
+      matmulProbe(runtime, s, threads, options.matmulModel)
     )))
       .filter((p) => p !== undefined);
     for (const probe of probes) await probe();
@@ -312,6 +319,7 @@ export async function benchBundle(
       batch,
       reps,
       cpu: await cpuInfo(),
+      threads,
       weightBytes: Object.fromEntries(variants.map((v) => [v.name, v.weightBytes])),
       lengths,
       peak: peaks.length

@@ -54,6 +54,8 @@ export interface ValidateOptions {
   cacheTolerance?: number;
   /** Seed of the random prompts (default 1234). */
   seed?: number;
+  /** ONNX Runtime's intra-op threads (default: one per core). */
+  threads?: number;
   /**
    * Check the bundle's files first (default true): `true` re-hashes the files
    * changed since the last successful check, `"full"` every file.
@@ -311,6 +313,7 @@ export async function validateBundle(
   const ortModel = await OrtModel.load(bundle, {
     variant: options.variant ?? "fp32",
     verify: options.verify ?? true,
+    threads: options.threads,
     onVerifyProgress: options.onVerifyProgress,
     signal: options.signal,
   });

@@ -82,6 +82,7 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.equal(report.runtime, "ort");
+  assert.equal(report.threads, navigator.hardwareConcurrency, "default: one thread per core");
   assert.ok(Array.isArray(report.cpu.int8Features), "cpu.int8Features is an array");
   assert.ok(report.cpu.int8Features.every((f: unknown) => typeof f === "string"));
   assert.deepEqual(
@@ -128,8 +129,19 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   ) {
     assert.match(svg, new RegExp(label));
   }
-  const text = await kvpred("bench", "--bundle", bundle, "--prompt-lengths", "4", "--reps", "5");
+  const text = await kvpred(
+    "bench",
+    "--bundle",
+    bundle,
+    "--prompt-lengths",
+    "4",
+    "--reps",
+    "5",
+    "--threads",
+    "1",
+  );
   assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /; ONNX Runtime threads: 1$/m);
   assert.match(text.stdout, /^variant +prompt +TTFT base ms/m);
   assert.match(text.stdout, /^fp32 +4 /m);
   assert.match(
@@ -149,6 +161,7 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   assert.equal(reference.code, 0, reference.stderr);
   const ref = JSON.parse(reference.stdout);
   assert.equal(ref.runtime, "reference");
+  assert.equal(ref.threads, 1);
   assert.deepEqual(ref.lengths.map((l: { dtype: string }) => l.dtype), ["fp32"]);
   assertTiming(ref.lengths[0].ttft.kvp, "reference ttft kvp");
   const count6 = await fixtureFlops(6);
@@ -156,4 +169,7 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   const few = await kvpred("bench", "--bundle", bundle, "--reps", "3");
   assert.equal(few.code, 2);
   assert.match(few.stderr, /--reps '3': must be a whole number ≥ 5/);
+  const none = await kvpred("bench", "--bundle", bundle, "--threads", "0");
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /--threads '0': must be a whole number ≥ 1/);
 });

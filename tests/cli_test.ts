@@ -1,7 +1,7 @@
 /** The `kvpred` command as a user calls it: a new process, its stdout, stderr and exit code. */
 
 import assert from "node:assert/strict";
-import { CHECKPOINT_OPTIONS } from "../cli/_args.ts";
+import { CHECKPOINT_OPTIONS, THREADS_OPTION } from "../cli/_args.ts";
 import { COMMANDS } from "../cli/main.ts";
 import { VERIFY_OPTIONS } from "../cli/_verify.ts";
 import { expected, FIXTURE, FIXTURE_CONFIG, kvpred, maxAbsDiff, tempDir } from "./_helpers.ts";
@@ -69,7 +69,11 @@ async function declaredOptions(name: string): Promise<string[]> {
   const start = source.indexOf(`parse("${name}", args, {`);
   assert.ok(start >= 0, `cli/${name}.ts calls parse("${name}", args, {…})`);
   const body = source.slice(start, source.indexOf("\n    }", start));
-  const spreads: Record<string, Record<string, unknown>> = { CHECKPOINT_OPTIONS, VERIFY_OPTIONS };
+  const spreads: Record<string, Record<string, unknown>> = {
+    CHECKPOINT_OPTIONS,
+    THREADS_OPTION,
+    VERIFY_OPTIONS,
+  };
   const own = [...body.matchAll(/^\s+"?([a-z][\w-]*)"?: \{ type: "/gm)].map((m) => m[1]);
   const spread = [...body.matchAll(/\.\.\.(\w+)/g)].flatMap((m) => {
     assert.ok(spreads[m[1]], `cli/${name}.ts spreads ${m[1]}, unknown to this test`);
