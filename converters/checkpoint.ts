@@ -116,9 +116,19 @@ export class CheckpointIndex {
     return values;
   }
 
-  /** A metadata value from any of the files (the first that has it). */
-  metadata(key: string): { value: string; path: string } | undefined {
-    for (const f of this.files) {
+  /**
+   * A metadata value from the files read as one of `roles` (default: every
+   * file), trying the roles in the order given and, within a role, the files
+   * in the order added.
+   */
+  metadata(
+    key: string,
+    roles?: readonly FileRole[],
+  ): { value: string; path: string } | undefined {
+    const files = roles
+      ? roles.flatMap((r) => this.files.filter((f) => this.roles.get(f) === r))
+      : this.files;
+    for (const f of files) {
       if (Object.hasOwn(f.metadata, key)) return { value: f.metadata[key], path: f.path };
     }
     return undefined;

@@ -24,6 +24,7 @@ import { CheckpointError } from "./errors.ts";
 import { FLOAT_DTYPES } from "./_dtype.ts";
 import type { Dtype } from "./_dtype.ts";
 import {
+  type FileRole,
   LAYER_TENSORS,
   layerName,
   type LayerTensor,
@@ -37,6 +38,14 @@ import { DEFAULT_CONTEXT_LENGTH, DEFAULT_ROPE_THETA, kvWidth } from "./model.ts"
 
 /** Metadata key CoreNet configs use for the mapping (a JSON list). */
 export const MAPPING_METADATA_KEY = "auxkv_num_layers_to_basekv_num_layers";
+
+/**
+ * The files whose metadata may give the layer mapping, in order: the
+ * predictor's (combined or separate: the mapping is the predictor's), then the
+ * auxiliary's (`kvpred prune` writes it). Never a base file's: a base that is
+ * itself the output of `prune` carries the mapping to *its* source model.
+ */
+export const MAPPING_ROLES: readonly FileRole[] = ["combined", "predictor", "auxiliary"];
 
 /** Several layer mappings fit the predictor's shapes; `--mapping` must choose. */
 export class AmbiguousMappingError extends CheckpointError {
@@ -258,7 +267,7 @@ function resolveMapping(
   option: number[] | undefined,
 ): { mapping: number[]; source: MappingSource } {
   const configured = index.settings.mapping;
-  const meta = index.metadata(MAPPING_METADATA_KEY);
+  const meta = index.metadata(MAPPING_METADATA_KEY, MAPPING_ROLES);
   const metaSetting: Setting<number[]> | undefined = meta && {
     value: parseMapping(meta.value, `${meta.path}: __metadata__ '${MAPPING_METADATA_KEY}'`),
     from: `${meta.path}: __metadata__ '${MAPPING_METADATA_KEY}'`,

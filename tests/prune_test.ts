@@ -122,11 +122,15 @@ Deno.test("prune → fit → convert → validate on a synthetic model, through 
     ),
     "prune",
   );
-  // The base as a separate file (convert --base reads one transformer per file).
+  // The base as a separate file (convert --base reads one transformer per file), carrying a
+  // mapping of its own as a base written by `prune` does (to the model it was cut from): the
+  // bundle's mapping must still be the predictor's, not the base file's.
   const entries = (await readEntries(p("synth.safetensors")))
     .filter((e) => e.name.startsWith("base."))
     .map((e) => ({ ...e, name: e.name.slice("base.".length) }));
-  await writeSafetensors(p("base.safetensors"), entries, { metadata: { format: "pt" } });
+  await writeSafetensors(p("base.safetensors"), entries, {
+    metadata: { format: "pt", auxkv_num_layers_to_basekv_num_layers: "[0,1,2,3]" },
+  });
   const r = new Random(77);
   const lines = Array.from(
     { length: 12 },
