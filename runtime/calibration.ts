@@ -92,6 +92,17 @@ export interface LayerCacheError {
   value: CacheError;
 }
 
+/**
+ * Lets pending events run, then throws if `signal` was aborted. The runners'
+ * promises may settle as microtasks only, so without a macrotask turn a
+ * Ctrl-C listener would not run until the whole loop had ended.
+ */
+async function checkSignal(signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  signal.throwIfAborted();
+}
+
 /** Checks a mapping against the two models: one entry per base layer, each an auxiliary layer. */
 export function checkMapping(
   base: TransformerDescription,
@@ -165,7 +176,7 @@ export async function fitKvPredictor(
   const total = sequences.reduce((s, q) => s + q.length, 0);
   let done = 0;
   for (const ids of sequences) {
-    options.signal?.throwIfAborted();
+    await checkSignal(options.signal);
     const x = await aux.run(ids), y = await base.run(ids);
     acc.add(
       ids.length,
@@ -254,7 +265,7 @@ export async function evaluateKvPredictor(
   const total = sequences.reduce((s, q) => s + q.length, 0);
   let done = 0;
   for (const ids of sequences) {
-    options.signal?.throwIfAborted();
+    await checkSignal(options.signal);
     const x = await aux.run(ids), y = await base.run(ids);
     const S = ids.length;
     mapping.forEach((a, i) => {

@@ -459,3 +459,37 @@ Deno.test("fit: --engine ort (ONNX Runtime) and --engine reference write the sam
   ort.file.close();
   ref.file.close();
 });
+
+for (const engine of ["ort", "reference"]) {
+  Deno.test(`fit --engine ${engine}: Ctrl-C during the fit exits 130 and leaves nothing`, async () => {
+    await using dir = await tempDir();
+    const ids = `${dir.path}/calibration.txt`, out = `${dir.path}/p.safetensors`;
+    // Enough sequences that the fit runs for many seconds on the tiny fixture.
+    await writeIds(ids, 3, 30000, 8);
+    const main = new URL("../cli/main.ts", import.meta.url).pathname;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", main, "fit", "--base", FIXTURE, "--aux", FIXTURE, "--mapping", "0,0,1,1"]
+        .concat(["--calibration-ids", ids, "--ridge", "1", "--out", out, "--engine", engine]),
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    // ort: wait until the temporary models exist; reference: until the fit has surely begun.
+    // (The reference runtime's promises settle as microtasks: without a turn of the event loop
+    // between sequences the Ctrl-C listener would only run once the whole fit was done.)
+    const started = Date.now();
+    const hasModels = () =>
+      [...Deno.readDirSync(dir.path)].some((e) => e.name.startsWith(".kvpred-fit-"));
+    while (engine === "ort" && !hasModels()) {
+      assert.ok(Date.now() - started < 60_000, "fit never started");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, engine === "ort" ? 1500 : 4000));
+    child.kill("SIGINT");
+    const r = await child.output();
+    const stderr = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 130, stderr);
+    assert.equal(stderr.trim(), "kvpred: interrupted; nothing written");
+    assert.deepEqual([...Deno.readDirSync(dir.path)].map((e) => e.name), ["calibration.txt"]);
+  });
+}
