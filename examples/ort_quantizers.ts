@@ -17,7 +17,7 @@
  * @module
  */
 
-import { defaultThreads } from "../runtime/cpu.ts";
+import { sessionOptions } from "../runtime/ort.ts";
 import * as ort from "onnxruntime-node";
 import { readManifest } from "../bundle/manifest.ts";
 import { IO } from "../bundle/contract.ts";
@@ -39,13 +39,7 @@ const graphs: Record<string, string> = {
 };
 const sessions = new Map<string, ort.InferenceSession>();
 for (const [name, path] of Object.entries(graphs)) {
-  sessions.set(
-    name,
-    await ort.InferenceSession.create(path, {
-      graphOptimizationLevel: "all",
-      intraOpNumThreads: defaultThreads(),
-    }),
-  );
+  sessions.set(name, await ort.InferenceSession.create(path, sessionOptions()));
 }
 
 function feeds(ids: number[], past: ort.Tensor[], total: number): Record<string, ort.Tensor> {

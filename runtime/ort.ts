@@ -26,6 +26,14 @@ import { type GenerateResult, generateWith } from "./greedy.ts";
 import { defaultThreads } from "./cpu.ts";
 import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 
+/**
+ * The options every kvpred session is created with: all graph optimizations,
+ * and `threads` intra-op threads (default {@link defaultThreads}: one per core).
+ */
+export function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
+  return { graphOptimizationLevel: "all", intraOpNumThreads: threads ?? defaultThreads() };
+}
+
 /** Options for {@link OrtModel.load}. */
 export interface OrtLoadOptions {
   /** The precision variant to run (default "fp32"; see the manifest's `variants`). */
@@ -107,13 +115,9 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   async session(mode: Mode): Promise<ort.InferenceSession> {
     let s = this.sessions.get(mode);
     if (!s) {
-      const options: ort.InferenceSession.SessionOptions = {
-        graphOptimizationLevel: "all",
-        intraOpNumThreads: this.threads,
-      };
       s = await ort.InferenceSession.create(
         `${this.dir}/${this.variant.graphs[mode].file}`,
-        options,
+        sessionOptions(this.threads),
       );
       this.sessions.set(mode, s);
     }

@@ -26,7 +26,7 @@
 import * as ort from "onnxruntime-node";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
 import type { TransformerDescription } from "../converters/model.ts";
-import { defaultThreads } from "./cpu.ts";
+import { sessionOptions } from "./ort.ts";
 import { forward } from "./transformer.ts";
 import type { TransformerWeights } from "./weights.ts";
 
@@ -105,11 +105,7 @@ export class OrtRawCache implements RawCacheRunner {
     description: TransformerDescription,
     options: OrtRawCacheOptions = {},
   ): Promise<OrtRawCache> {
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      graphOptimizationLevel: "all",
-      intraOpNumThreads: options.threads ?? defaultThreads(),
-    };
-    const session = await ort.InferenceSession.create(path, sessionOptions);
+    const session = await ort.InferenceSession.create(path, sessionOptions(options.threads));
     const expected = Array.from(
       { length: description.numLayers },
       (_, i) => [RAW_CACHE_IO.rawKey(i), RAW_CACHE_IO.rawValue(i)],

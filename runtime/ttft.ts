@@ -25,7 +25,7 @@ import { Random } from "../converters/random.ts";
 import { matmulT } from "./_matmul.ts";
 import { type CpuInfo, cpuInfo, defaultThreads } from "./cpu.ts";
 import { argmaxRows } from "./greedy.ts";
-import { OrtModel } from "./ort.ts";
+import { OrtModel, sessionOptions } from "./ort.ts";
 import { ReferenceModel } from "./reference.ts";
 import type { KvpRuntime, Mode } from "./types.ts";
 
@@ -177,10 +177,7 @@ async function matmulProbe(
     };
   }
   if (!model) return undefined;
-  const session = await ort.InferenceSession.create(model(m, k, n), {
-    graphOptimizationLevel: "all",
-    intraOpNumThreads: threads,
-  });
+  const session = await ort.InferenceSession.create(model(m, k, n), sessionOptions(threads));
   const feed = { x: new ort.Tensor("float32", new Float32Array(m * k).fill(0.01), [m, k]) };
   return async () => {
     const t0 = performance.now();
