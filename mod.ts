@@ -19,21 +19,25 @@ export {
   HintedError,
   type HintedErrorOptions,
 } from "./converters/errors.ts";
-export type { Dtype } from "./converters/safetensors.ts";
-export { SafetensorsFile, type TensorInfo } from "./converters/safetensors.ts";
+export type { Dtype } from "./converters/formats/safetensors.ts";
+export { SafetensorsFile, type TensorInfo } from "./converters/formats/safetensors.ts";
 export {
   type TensorEntry,
   type WriteOptions,
   writeSafetensors,
-} from "./converters/safetensors_write.ts";
+} from "./converters/formats/safetensors_write.ts";
 export {
   openTensorFile,
   type OpenTensorFileOptions,
   type TensorFile,
-} from "./converters/tensor_file.ts";
-export { TorchFile, type TorchOpenOptions, type TorchTensorInfo } from "./converters/torch.ts";
-export { type HfFolder, openHfFolder } from "./converters/hf.ts";
-export { readCoreNetConfig } from "./converters/corenet_yaml.ts";
+} from "./converters/formats/tensor_file.ts";
+export {
+  TorchFile,
+  type TorchOpenOptions,
+  type TorchTensorInfo,
+} from "./converters/formats/torch.ts";
+export { type HfFolder, openHfFolder } from "./converters/formats/hf.ts";
+export { readCoreNetConfig } from "./converters/formats/corenet_yaml.ts";
 export type { ModelSettings, Setting, TransformerSettings } from "./converters/config.ts";
 export { type FileRole, LAYER_TENSORS, type LayerTensor } from "./converters/names.ts";
 export {

@@ -15,7 +15,7 @@
  * @module
  */
 
-import type { Dtype } from "../converters/_dtype.ts";
+import type { Dtype } from "../converters/formats/_dtype.ts";
 import { HintedError } from "../converters/errors.ts";
 import type { PrefillFlops } from "../converters/flops.ts";
 import type { KvpDescription } from "../converters/model.ts";

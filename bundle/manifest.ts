@@ -14,7 +14,7 @@
  */
 
 import type { CheckpointSources } from "../converters/checkpoint.ts";
-import { fsErrorWords } from "../converters/_fs_error.ts";
+import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import {
   BUNDLE_FORMAT,
   BundleError,

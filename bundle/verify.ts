@@ -32,8 +32,8 @@
 
 import { dirname, join } from "node:path";
 import { createHash } from "node:crypto";
-import { sha256File } from "../converters/sha256.ts";
-import { fsErrorWords } from "../converters/_fs_error.ts";
+import { sha256File } from "../converters/formats/sha256.ts";
+import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { BundleError, type BundleManifest, MANIFEST_FILE } from "./contract.ts";
 
 /** Progress of long work: `done` of `total` bytes. */

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { fsErrorWords } from "../converters/_fs_error.ts";
+import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { UsageError } from "./_args.ts";
 
 /** Options for {@link readIdLines}. */

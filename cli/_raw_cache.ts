@@ -25,7 +25,7 @@ import type { Part } from "../converters/model.ts";
 import { rawCacheLayout, writeRawCacheModel } from "../graphs/raw_cache.ts";
 import { OrtRawCache, type RawCacheRunner, referenceRawCache } from "../runtime/raw_cache.ts";
 import { loadTransformer } from "../runtime/weights.ts";
-import { fsErrorWords } from "../converters/_fs_error.ts";
+import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { UsageError } from "./_args.ts";
 import { progressBar } from "./_progress.ts";
 

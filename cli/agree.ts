@@ -16,7 +16,7 @@
  * @module
  */
 
-import { fsErrorWords } from "../converters/_fs_error.ts";
+import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import type { KvpDescription } from "../converters/model.ts";
 import { agreement, AgreementModel, type AgreementReport } from "../runtime/agree.ts";
 import { InputError } from "../runtime/errors.ts";

@@ -21,10 +21,10 @@
 
 import { dirname } from "node:path";
 import { MAPPING_METADATA_KEY, parseMapping } from "../converters/describe.ts";
-import { fsErrorWords } from "../converters/_fs_error.ts";
+import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { type OpenedPart, openPart } from "../converters/part.ts";
-import { writeSafetensors } from "../converters/safetensors_write.ts";
-import { sha256File } from "../converters/sha256.ts";
+import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
+import { sha256File } from "../converters/formats/sha256.ts";
 import {
   evaluateKvPredictor,
   fitKvPredictor,

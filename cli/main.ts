@@ -11,7 +11,7 @@
  */
 
 import { CheckpointError, type ErrorHint, HintedError } from "../converters/errors.ts";
-import { fsErrorWords, isFsError } from "../converters/_fs_error.ts";
+import { fsErrorWords, isFsError } from "../converters/formats/_fs_error.ts";
 import { InputError } from "../runtime/errors.ts";
 import { type Command, UsageError } from "./_args.ts";
 import { convertCommand, InterruptedError } from "./convert.ts";

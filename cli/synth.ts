@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Dtype } from "../converters/_dtype.ts";
+import type { Dtype } from "../converters/formats/_dtype.ts";
 import { describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
 import { synthesize } from "../converters/synth.ts";
 import {

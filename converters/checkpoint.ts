@@ -19,11 +19,11 @@
  */
 
 import { emptySettings, mergeSettings, type ModelSettings, type Setting } from "./config.ts";
-import { readCoreNetConfig } from "./corenet_yaml.ts";
+import { readCoreNetConfig } from "./formats/corenet_yaml.ts";
 import { CheckpointError } from "./errors.ts";
-import { isFolder, openHfFolder } from "./hf.ts";
+import { isFolder, openHfFolder } from "./formats/hf.ts";
 import { canonicalName, combinedRole, type FileRole } from "./names.ts";
-import { openTensorFile, type TensorFile, type TensorInfo } from "./tensor_file.ts";
+import { openTensorFile, type TensorFile, type TensorInfo } from "./formats/tensor_file.ts";
 
 /** Where a checkpoint's tensors are. Give `checkpoint`, or the three parts, or `files`. */
 export interface CheckpointSources {

@@ -21,8 +21,8 @@
 import type { CheckpointIndex } from "./checkpoint.ts";
 import { agree, applySettings, type Setting, type ShapeWitness } from "./config.ts";
 import { CheckpointError } from "./errors.ts";
-import { FLOAT_DTYPES } from "./_dtype.ts";
-import type { Dtype } from "./_dtype.ts";
+import { FLOAT_DTYPES } from "./formats/_dtype.ts";
+import type { Dtype } from "./formats/_dtype.ts";
 import {
   type FileRole,
   LAYER_TENSORS,

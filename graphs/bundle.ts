@@ -32,8 +32,8 @@ import {
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import { contextLengthOf, type KvpDescription } from "../converters/model.ts";
 import { variantName, type VariantPrecision } from "../converters/precision.ts";
-import { sha256File } from "../converters/sha256.ts";
-import { sha256Source } from "../converters/hf.ts";
+import { sha256File } from "../converters/formats/sha256.ts";
+import { sha256Source } from "../converters/formats/hf.ts";
 import { createHash } from "node:crypto";
 import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
 import { isBlockSize } from "../converters/quant.ts";

@@ -37,7 +37,7 @@
  */
 
 import { predictorName } from "../converters/names.ts";
-import type { TensorEntry } from "../converters/safetensors_write.ts";
+import type { TensorEntry } from "../converters/formats/safetensors_write.ts";
 import { InputError } from "./errors.ts";
 import { RidgeAccumulator, type RidgeFit } from "./fit.ts";
 import type { TransformerDescription } from "../converters/model.ts";

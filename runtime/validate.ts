@@ -27,7 +27,7 @@ import type { CheckpointSources } from "../converters/checkpoint.ts";
 import { CheckpointError } from "../converters/errors.ts";
 import type { VariantPrecision } from "../converters/precision.ts";
 import { Random } from "../converters/random.ts";
-import { sha256Source } from "../converters/hf.ts";
+import { sha256Source } from "../converters/formats/hf.ts";
 import type { PromptBatch } from "./batch.ts";
 import { argmaxRows } from "./greedy.ts";
 import { OrtModel } from "./ort.ts";

@@ -7,10 +7,10 @@
  */
 
 import assert from "node:assert/strict";
-import { type ByteSource, memorySource } from "../converters/_source.ts";
+import { type ByteSource, memorySource } from "../converters/formats/_source.ts";
 import { CheckpointError } from "../converters/errors.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
-import { type TensorEntry, writeSafetensors } from "../converters/safetensors_write.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
+import { type TensorEntry, writeSafetensors } from "../converters/formats/safetensors_write.ts";
 
 // Bundle verification records (bundle/verify.ts) go to a temporary cache, never the user's.
 if (!Deno.env.get("KVPRED_CACHE_DIR")) {

@@ -1,7 +1,7 @@
 /** `agreement` and `kvpred agree`: predictor accuracy on held-out prompts against the mean baseline. */
 
 import assert from "node:assert/strict";
-import { writeSafetensors } from "../converters/safetensors_write.ts";
+import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
 import { agreement, AgreementModel } from "../runtime/agree.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
 import { ReferenceModel } from "../runtime/reference.ts";

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { readManifest } from "../bundle/manifest.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { FIXTURE, kvpred, tempDir } from "./_helpers.ts";
 
 function assertTiming(t: { median: number; min: number; max: number; runs: number }, what: string) {

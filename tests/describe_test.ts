@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { AmbiguousMappingError, describeKvp } from "../converters/describe.ts";
 import { CheckpointError } from "../converters/errors.ts";
-import type { TensorEntry } from "../converters/safetensors_write.ts";
+import type { TensorEntry } from "../converters/formats/safetensors_write.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import { editedFixture, FIXTURE, FIXTURE_CONFIG, maxAbsDiff, tempDir } from "./_helpers.ts";
 

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { decodeFloats, halfToFloat } from "../converters/_dtype.ts";
+import { decodeFloats, halfToFloat } from "../converters/formats/_dtype.ts";
 
 const N = 1 << 20;
 const bits = new Uint16Array(N).map((_, i) => (i * 2654435761) & 0x7bff); // finite halves

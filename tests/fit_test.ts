@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Random } from "../converters/random.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/describe.ts";
 import { RidgeAccumulator, type RidgeFit, SingularSystemError } from "../runtime/fit.ts";

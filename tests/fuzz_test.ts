@@ -10,12 +10,12 @@
  */
 
 import assert from "node:assert/strict";
-import { encodeFloats } from "../converters/_dtype.ts";
-import { type ByteSource, memorySource } from "../converters/_source.ts";
+import { encodeFloats } from "../converters/formats/_dtype.ts";
+import { type ByteSource, memorySource } from "../converters/formats/_source.ts";
 import { CheckpointError } from "../converters/errors.ts";
 import { Random } from "../converters/random.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
-import { encodeHeader, type TensorEntry } from "../converters/safetensors_write.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
+import { encodeHeader, type TensorEntry } from "../converters/formats/safetensors_write.ts";
 
 const CASES = Number(Deno.env.get("KVPRED_FUZZ_CASES") ?? 12000);
 const SEED = Number(Deno.env.get("KVPRED_FUZZ_SEED") ?? 20241011);

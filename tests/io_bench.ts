@@ -2,7 +2,7 @@
 
 import { describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
 import type { KvpDescription } from "../converters/model.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { encodeModel } from "../graphs/builder.ts";
 import { buildDecoder } from "../graphs/decoder.ts";
 import { layoutWeights, weightPlan } from "../graphs/weights.ts";

@@ -10,8 +10,8 @@ import { describeTransformer } from "../converters/describe.ts";
 import { OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "../converters/openelm.ts";
 import { checkKeepLayers, everyNth, naturalMapping, PruneError } from "../converters/prune.ts";
 import { Random } from "../converters/random.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
-import { writeSafetensors } from "../converters/safetensors_write.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
+import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
 import { FIXTURE, kvpred, readEntries, tempDir } from "./_helpers.ts";
 
 Deno.test("natural mapping of CoreNet's layer selections is its published KVP-LP mapping", () => {

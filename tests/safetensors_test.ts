@@ -7,14 +7,14 @@ import {
   floatToBf16,
   floatToHalf,
   halfToFloat,
-} from "../converters/_dtype.ts";
+} from "../converters/formats/_dtype.ts";
 import { CheckpointError } from "../converters/errors.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import {
   encodeHeader,
   type TensorEntry,
   writeSafetensors,
-} from "../converters/safetensors_write.ts";
+} from "../converters/formats/safetensors_write.ts";
 import { countingSource, FIXTURE, tempDir } from "./_helpers.ts";
 
 Deno.test("F32, F16, BF16 and I64 round-trip; 16-bit values widen exactly", async () => {

@@ -12,14 +12,14 @@
  */
 
 import assert from "node:assert/strict";
-import { floatToBf16, floatToHalf, halfToFloat } from "../converters/_dtype.ts";
-import { memorySource } from "../converters/_source.ts";
-import { crc32 } from "../converters/_zip.ts";
+import { floatToBf16, floatToHalf, halfToFloat } from "../converters/formats/_dtype.ts";
+import { memorySource } from "../converters/formats/_source.ts";
+import { crc32 } from "../converters/formats/_zip.ts";
 import { CheckpointError } from "../converters/errors.ts";
-import { SafetensorsFile } from "../converters/safetensors.ts";
-import { writeSafetensors } from "../converters/safetensors_write.ts";
-import { openTensorFile } from "../converters/tensor_file.ts";
-import { TorchFile, type TorchOpenOptions } from "../converters/torch.ts";
+import { SafetensorsFile } from "../converters/formats/safetensors.ts";
+import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
+import { openTensorFile } from "../converters/formats/tensor_file.ts";
+import { TorchFile, type TorchOpenOptions } from "../converters/formats/torch.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import {
   countingSource,

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { parseCoreNetConfig } from "../converters/corenet_yaml.ts";
+import { parseCoreNetConfig } from "../converters/formats/corenet_yaml.ts";
 import { describeKvp } from "../converters/describe.ts";
 import { convert } from "../graphs/bundle.ts";
 import { ReferenceModel } from "../runtime/reference.ts";

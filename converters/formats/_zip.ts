@@ -18,7 +18,7 @@
  * @module
  */
 
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 import { type ByteSource, readFully } from "./_source.ts";
 
 /** One central-directory entry, validated against the file size. */

@@ -26,8 +26,8 @@
  */
 
 import { parse } from "yaml";
-import { emptySettings, type ModelSettings, type TransformerSettings } from "./config.ts";
-import { CheckpointError } from "./errors.ts";
+import { emptySettings, type ModelSettings, type TransformerSettings } from "../config.ts";
+import { CheckpointError } from "../errors.ts";
 
 /** CoreNet's key for the mapping, under `model.language_modeling.kv_prediction`. */
 export const YAML_MAPPING_KEY = "auxkv_num_layers_to_basekv_num_layers";

@@ -18,7 +18,7 @@
 
 import * as fs from "node:fs";
 import { fsErrorWords, toDenoFsError } from "./_fs_error.ts";
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 
 /** Positional reads over a fixed-size byte range. */
 export interface ByteSource {

@@ -14,7 +14,7 @@
  */
 
 import { type Dtype, FLOAT_DTYPES } from "./_dtype.ts";
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 
 /** The entry for `name` in `tensors`; throws CheckpointError naming `path` when absent. */
 export function tensorEntry<T>(path: string, tensors: Map<string, T>, name: string): T {

@@ -19,7 +19,7 @@
  */
 
 import { decodeFloats, type Dtype, DTYPE_SIZE } from "./_dtype.ts";
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 import {
   PickleDict,
   PickleGlobal,

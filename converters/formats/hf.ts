@@ -20,8 +20,8 @@
 import { createHash } from "node:crypto";
 import { basename, resolve } from "node:path";
 import { checkJsonKeys } from "./_json.ts";
-import type { Setting, TransformerSettings } from "./config.ts";
-import { CheckpointError } from "./errors.ts";
+import type { Setting, TransformerSettings } from "../config.ts";
+import { CheckpointError } from "../errors.ts";
 import { sha256File } from "./sha256.ts";
 import { openTensorFile, type OpenTensorFileOptions, type TensorFile } from "./tensor_file.ts";
 

@@ -24,7 +24,7 @@
  * @module
  */
 
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 
 /** A value some caller-defined global produced (a tensor, a storage, …). */
 export interface PickleObject {

@@ -15,7 +15,7 @@
  */
 
 import { decodeFloats, type Dtype, DTYPE_SIZE, isDtype } from "./_dtype.ts";
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 import { checkJsonKeys } from "./_json.ts";
 import { type ByteSource, openCheckpointFile, readFully } from "./_source.ts";
 import type { TensorFile } from "./tensor_file.ts";
