@@ -20,17 +20,14 @@ export {
   type HintedErrorOptions,
 } from "./converters/errors.ts";
 export type { Dtype } from "./converters/formats/safetensors.ts";
-export { SafetensorsFile, type TensorInfo } from "./converters/formats/safetensors.ts";
+export { SafetensorsFile } from "./converters/formats/safetensors.ts";
 export {
   type TensorEntry,
   type WriteOptions,
   writeSafetensors,
 } from "./converters/formats/safetensors_write.ts";
-export {
-  openTensorFile,
-  type OpenTensorFileOptions,
-  type TensorFile,
-} from "./converters/formats/tensor_file.ts";
+export type { TensorFile, TensorInfo } from "./converters/formats/tensor_file.ts";
+export { openTensorFile, type OpenTensorFileOptions } from "./converters/formats/open.ts";
 export {
   TorchFile,
   type TorchOpenOptions,

@@ -23,7 +23,8 @@ import { readCoreNetConfig } from "./formats/corenet_yaml.ts";
 import { CheckpointError } from "./errors.ts";
 import { isFolder, openHfFolder } from "./formats/hf.ts";
 import { canonicalName, combinedRole, type FileRole } from "./names.ts";
-import { openTensorFile, type TensorFile, type TensorInfo } from "./formats/tensor_file.ts";
+import { openTensorFile } from "./formats/open.ts";
+import type { TensorFile, TensorInfo } from "./formats/tensor_file.ts";
 
 /** Where a checkpoint's tensors are. Give `checkpoint`, or the three parts, or `files`. */
 export interface CheckpointSources {

@@ -24,7 +24,7 @@ import { describeTransformer } from "./describe.ts";
 import { isFolder } from "./formats/hf.ts";
 import { DEFAULT_CONTEXT_LENGTH, type Part, type TransformerDescription } from "./model.ts";
 import { combinedRole } from "./names.ts";
-import { openTensorFile } from "./formats/tensor_file.ts";
+import { openTensorFile } from "./formats/open.ts";
 
 /** Options for {@link openPart}: what {@link CheckpointSources} adds besides the files. */
 export type OpenPartOptions = Pick<

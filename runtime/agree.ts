@@ -32,7 +32,7 @@ import { describeKvp, MAPPING_METADATA_KEY, parseMapping } from "../converters/d
 import { CheckpointError } from "../converters/errors.ts";
 import { type KvpDescription, kvWidth } from "../converters/model.ts";
 import { combinedRole, predictorName, type PredictorTensor } from "../converters/names.ts";
-import { openTensorFile } from "../converters/formats/tensor_file.ts";
+import { openTensorFile } from "../converters/formats/open.ts";
 import { matmulT } from "./_matmul.ts";
 import { checkTokenId } from "./batch.ts";
 import { InputError } from "./errors.ts";

@@ -18,7 +18,7 @@ import { crc32 } from "../converters/formats/_zip.ts";
 import { CheckpointError } from "../converters/errors.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
-import { openTensorFile } from "../converters/formats/tensor_file.ts";
+import { openTensorFile } from "../converters/formats/open.ts";
 import { TorchFile, type TorchOpenOptions } from "../converters/formats/torch.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import {

@@ -23,7 +23,8 @@ import { checkJsonKeys } from "./_json.ts";
 import type { Setting, TransformerSettings } from "../config.ts";
 import { CheckpointError } from "../errors.ts";
 import { sha256File } from "./sha256.ts";
-import { openTensorFile, type OpenTensorFileOptions, type TensorFile } from "./tensor_file.ts";
+import { openTensorFile, type OpenTensorFileOptions } from "./open.ts";
+import type { TensorFile } from "./tensor_file.ts";
 
 /** The model configuration in a Hugging Face folder. */
 export const HF_CONFIG = "config.json";

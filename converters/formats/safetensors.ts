@@ -14,31 +14,16 @@
  * @module
  */
 
-import { decodeFloats, type Dtype, DTYPE_SIZE, isDtype } from "./_dtype.ts";
+import { decodeFloats, DTYPE_SIZE, isDtype } from "./_dtype.ts";
 import { CheckpointError } from "../errors.ts";
 import { checkJsonKeys } from "./_json.ts";
 import { type ByteSource, openCheckpointFile, readFully } from "./_source.ts";
-import type { TensorFile } from "./tensor_file.ts";
-import { rawPickleError } from "./torch.ts";
+import { refuseNotSafetensors } from "./sniff.ts";
+import type { TensorFile, TensorInfo } from "./tensor_file.ts";
 import { floatEntry, tensorEntry } from "./_tensor_info.ts";
 
 export type { Dtype } from "./_dtype.ts";
-
-/** One tensor's header entry, validated. Offsets are absolute in the file. */
-export interface TensorInfo {
-  /** The tensor's name in the file. */
-  name: string;
-  /** Storage dtype. */
-  dtype: Dtype;
-  /** Dimensions, outermost first. */
-  shape: number[];
-  /** Number of elements. */
-  size: number;
-  /** Absolute byte offset of the first element in the file. */
-  offset: number;
-  /** Number of bytes the data takes in the file. */
-  byteLength: number;
-}
+export type { TensorInfo } from "./tensor_file.ts";
 
 /** Bytes read per step when a 16-bit tensor is widened into a caller's buffer. */
 const READ_CHUNK_BYTES = 1 << 20;
@@ -183,7 +168,7 @@ export class SafetensorsFile implements TensorFile {
         throw new CheckpointError(`${path}: truncated: ${size} bytes, no 8-byte header length`);
       }
       const lengthBytes = await readAt(source, path, 0, 8);
-      await refusePickle(path, source, lengthBytes);
+      await refuseNotSafetensors(path, source, lengthBytes);
       const n = new DataView(lengthBytes.buffer).getBigUint64(0, true);
       if (n > BigInt(size - 8)) {
         throw new CheckpointError(
@@ -262,22 +247,4 @@ function readAt(
   out: Uint8Array = new Uint8Array(length),
 ): Promise<Uint8Array> {
   return readFully(source, path, offset, length, out);
-}
-
-/**
- * Refuses what is not safetensors but a PyTorch file: a torch.save zip (read
- * those with `openTensorFile` or `TorchFile`), or a raw pickle (never read).
- */
-async function refusePickle(path: string, source: ByteSource, first: Uint8Array): Promise<void> {
-  const zip = first[0] === 0x50 && first[1] === 0x4b && first[2] === 0x03 && first[3] === 0x04;
-  const pickle = first[0] === 0x80 && first[1] >= 2 && first[1] <= 5;
-  if (pickle) {
-    throw rawPickleError(path, await readAt(source, path, 0, Math.min(source.size, 16)));
-  }
-  if (zip) {
-    throw new CheckpointError(
-      `${path}: this is a PyTorch zip (torch.save) checkpoint, not safetensors; ` +
-        "open it with openTensorFile (converters/tensor_file.ts), which never unpickles",
-    );
-  }
 }

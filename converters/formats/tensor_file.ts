@@ -1,29 +1,38 @@
 /**
- * One interface over the checkpoint formats kvpred reads — safetensors and
- * PyTorch's torch.save zip — and {@link openTensorFile}, which tells them
- * apart by their first bytes. Raw pickles (legacy torch.save, pickle.dump)
- * are refused with the command that re-saves them; nothing is ever executed.
+ * The one interface over the checkpoint formats kvpred reads — safetensors
+ * and PyTorch's torch.save zip. It imports none of its implementations:
+ * `open.ts` picks the reader for a file, `safetensors.ts` and `torch.ts`
+ * implement it.
  *
  * @example
  * ```ts
- * import { openTensorFile } from "./tensor_file.ts";
- * const paths = ["tests/fixtures/corenet/tiny-kvp-c.safetensors", "tests/fixtures/torch/tiny.pt"];
- * for (const path of paths) {
- *   const file = await openTensorFile(path);
- *   console.log(path, file.tensors.size);
- *   file.close();
- * }
+ * import type { TensorFile } from "./tensor_file.ts";
+ * import { openTensorFile } from "./open.ts";
+ * const file: TensorFile = await openTensorFile("tests/fixtures/torch/tiny.pt");
+ * console.log([...file.tensors.keys()]);
+ * file.close();
  * ```
  *
  * @module
  */
 
-import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
-import { openCheckpointFile } from "./_source.ts";
-import { readExactly } from "./_zip.ts";
-import { rawPickleError, TorchFile, type TorchOpenOptions } from "./torch.ts";
+import type { Dtype } from "./_dtype.ts";
 
-export type { TensorInfo } from "./safetensors.ts";
+/** One tensor's header entry, validated. Offsets are absolute in the file. */
+export interface TensorInfo {
+  /** The tensor's name in the file. */
+  name: string;
+  /** Storage dtype. */
+  dtype: Dtype;
+  /** Dimensions, outermost first. */
+  shape: number[];
+  /** Number of elements. */
+  size: number;
+  /** Absolute byte offset of the first element in the file. */
+  offset: number;
+  /** Number of bytes the data takes in the file. */
+  byteLength: number;
+}
 
 /** An open checkpoint file: named tensors, string metadata, float reads by name. */
 export interface TensorFile {
@@ -41,40 +50,4 @@ export interface TensorFile {
   readFloat32(name: string, out?: Float32Array): Promise<Float32Array>;
   /** Closes the file handle. */
   close(): void;
-}
-
-/** Options for {@link openTensorFile}; they apply to torch files only. */
-export type OpenTensorFileOptions = TorchOpenOptions;
-
-/** The format a file's first bytes announce. */
-export type TensorFileFormat = "safetensors" | "torch" | "pickle";
-
-/** Tells the formats apart by magic bytes: zip → torch, raw pickle, else safetensors. */
-export function detectFormat(first: Uint8Array): TensorFileFormat {
-  if (first[0] === 0x50 && first[1] === 0x4b && (first[2] === 3 || first[2] === 5)) return "torch";
-  if (first[0] === 0x80 && first[1] >= 2 && first[1] <= 5) return "pickle";
-  return "safetensors";
-}
-
-/** Opens a safetensors or torch.save file. Throws CheckpointError for anything malformed. */
-export async function openTensorFile(
-  path: string,
-  options: OpenTensorFileOptions = {},
-): Promise<TensorFile> {
-  const source = await openCheckpointFile(path);
-  let first: Uint8Array;
-  try {
-    first = await readExactly(source, path, 0, Math.min(source.size, 16));
-  } catch (e) {
-    source.close();
-    throw e;
-  }
-  const format = detectFormat(first);
-  if (format === "pickle") {
-    source.close();
-    throw rawPickleError(path, first);
-  }
-  return format === "torch"
-    ? await TorchFile.fromSource(path, source, options)
-    : await SafetensorsFile.fromSource(path, source);
 }

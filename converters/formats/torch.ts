@@ -36,8 +36,8 @@ import {
   readZipEntry,
   type ZipDirectory,
 } from "./_zip.ts";
-import type { TensorInfo } from "./safetensors.ts";
-import type { TensorFile } from "./tensor_file.ts";
+import { detectFormat, rawPickleError } from "./sniff.ts";
+import type { TensorFile, TensorInfo } from "./tensor_file.ts";
 import { floatEntry, tensorEntry } from "./_tensor_info.ts";
 
 /** Where a torch tensor lives: its storage entry, offset and strides, all in elements. */
@@ -135,20 +135,6 @@ class TorchTensor implements PickleObject {
   ) {}
 }
 
-/** The error for a raw (non-zip) pickle: legacy torch.save output or pickle.dump. */
-export function rawPickleError(path: string, first: Uint8Array): CheckpointError {
-  const legacy = [0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]
-    .every((b, i) => first[2 + i] === b);
-  const what = legacy
-    ? "a legacy (pre-1.6, non-zip) torch.save checkpoint"
-    : "a raw pickle, not a torch.save zip";
-  return new CheckpointError(
-    `${path}: ${what}; kvpred never unpickles raw pickles. Re-save it where you trust it: ` +
-      `python -c "import torch; torch.save(torch.load('${path}', weights_only=True), 'model.pt', ` +
-      `_use_new_zipfile_serialization=True)" (or convert it to safetensors)`,
-  );
-}
-
 /** An open torch.save checkpoint: its state dict's tensors and positional reads. */
 export class TorchFile implements TensorFile {
   /** Torch files carry no string metadata. */
@@ -181,8 +167,9 @@ export class TorchFile implements TensorFile {
   ): Promise<TorchFile> {
     try {
       const first = await readExactly(source, path, 0, Math.min(source.size, 16));
-      if (first[0] === 0x80 && first[1] >= 2 && first[1] <= 5) throw rawPickleError(path, first);
-      if (first[0] !== 0x50 || first[1] !== 0x4b) {
+      const format = detectFormat(first);
+      if (format === "pickle") throw rawPickleError(path, first);
+      if (format !== "torch") {
         throw new CheckpointError(`${path}: not a zip archive, so not a torch.save checkpoint`);
       }
       const dir = await readZipDirectory(source, path);
