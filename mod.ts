@@ -35,8 +35,8 @@ export {
 } from "./converters/formats/torch.ts";
 export { type HfFolder, openHfFolder } from "./converters/formats/hf.ts";
 export { readCoreNetConfig } from "./converters/formats/corenet_yaml.ts";
-export type { ModelSettings, Setting, TransformerSettings } from "./converters/config.ts";
-export { type FileRole, LAYER_TENSORS, type LayerTensor } from "./converters/names.ts";
+export type { ModelSettings, Setting, TransformerSettings } from "./converters/model/config.ts";
+export { type FileRole, LAYER_TENSORS, type LayerTensor } from "./converters/model/names.ts";
 export {
   CheckpointIndex,
   type CheckpointSources,
@@ -50,26 +50,26 @@ export {
   type DescribeOptions,
   describeTransformer,
   parseMapping,
-} from "./converters/describe.ts";
+} from "./converters/model/describe.ts";
 export type {
   KvpDescription,
   MappingSource,
   Part,
   TransformerDescription,
-} from "./converters/model.ts";
+} from "./converters/model/model.ts";
 export { InputError } from "./runtime/errors.ts";
 export { padPrompts, type PromptBatch } from "./runtime/batch.ts";
 export type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./runtime/types.ts";
 export { type LoadOptions, ReferenceModel, type StepResult } from "./runtime/reference.ts";
 export { type GenerateResult, generateWith, greedy } from "./runtime/greedy.ts";
-export { type PrefillFlops, prefillFlops } from "./converters/flops.ts";
+export { type PrefillFlops, prefillFlops } from "./converters/model/flops.ts";
 export {
   describeConfig,
   OPENELM_CONFIGS,
   type OpenElmConfig,
   PUBLISHED_MAPPINGS,
-} from "./converters/openelm.ts";
-export { synthesize, type SynthOptions, type SynthResult } from "./converters/synth.ts";
+} from "./converters/model/openelm.ts";
+export { synthesize, type SynthOptions, type SynthResult } from "./converters/model/synth.ts";
 export {
   BundleError,
   type BundleManifest,
@@ -96,13 +96,13 @@ export {
   type QuantOp,
   variantName,
   type VariantPrecision,
-} from "./converters/precision.ts";
+} from "./converters/model/precision.ts";
 export {
   type BlockQuant,
   dequantize,
   type QuantizedMatrix,
   quantizeRows,
-} from "./converters/quant.ts";
+} from "./converters/model/quant.ts";
 export { convert, type ConvertOptions } from "./graphs/bundle.ts";
 export { buildDecoder, type DecoderKind, type DecoderOptions } from "./graphs/decoder.ts";
 export type { WeightLayout, WeightSpec } from "./graphs/weights.ts";
@@ -144,7 +144,7 @@ export {
   PruneError,
   type PruneOptions,
   type PruneResult,
-} from "./converters/prune.ts";
+} from "./converters/model/prune.ts";
 export {
   choleskyInPlace,
   choleskySolveInPlace,

@@ -17,9 +17,9 @@
 
 import type { Dtype } from "../converters/formats/_dtype.ts";
 import { HintedError } from "../converters/errors.ts";
-import type { PrefillFlops } from "../converters/flops.ts";
-import type { KvpDescription } from "../converters/model.ts";
-import type { VariantPrecision } from "../converters/precision.ts";
+import type { PrefillFlops } from "../converters/model/flops.ts";
+import type { KvpDescription } from "../converters/model/model.ts";
+import type { VariantPrecision } from "../converters/model/precision.ts";
 
 /** Bundle format version written in `kvpred.json` (2: precision variants). */
 export const BUNDLE_FORMAT = 2;

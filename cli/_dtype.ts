@@ -19,8 +19,8 @@ import {
   variantFromName,
   variantName,
   type VariantPrecision,
-} from "../converters/precision.ts";
-import { isBlockSize } from "../converters/quant.ts";
+} from "../converters/model/precision.ts";
+import { isBlockSize } from "../converters/model/quant.ts";
 import { UsageError } from "./_args.ts";
 
 /** The variants `--dtype all` writes: every precision, and auxiliary q8 with base q4. */

@@ -20,7 +20,7 @@
  */
 
 import { dirname } from "node:path";
-import { MAPPING_METADATA_KEY, parseMapping } from "../converters/describe.ts";
+import { MAPPING_METADATA_KEY, parseMapping } from "../converters/model/describe.ts";
 import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { type OpenedPart, openPart } from "../converters/part.ts";
 import { writeSafetensors } from "../converters/formats/safetensors_write.ts";

@@ -12,11 +12,11 @@
  */
 
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
-import { prefillFlops } from "../converters/flops.ts";
+import { describeKvp } from "../converters/model/describe.ts";
+import { prefillFlops } from "../converters/model/flops.ts";
 import { readManifest } from "../bundle/manifest.ts";
-import type { KvpDescription } from "../converters/model.ts";
-import { defaultMapping, describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
+import type { KvpDescription } from "../converters/model/model.ts";
+import { defaultMapping, describeConfig, OPENELM_CONFIGS } from "../converters/model/openelm.ts";
 import {
   CHECKPOINT_HELP,
   CHECKPOINT_OPTIONS,

@@ -15,10 +15,10 @@
  */
 
 import type { CheckpointSources } from "../converters/checkpoint.ts";
-import { contextLengthOf, type KvpDescription } from "../converters/model.ts";
+import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
 import { padPrompts } from "../runtime/batch.ts";
 import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
-import { variantFromName } from "../converters/precision.ts";
+import { variantFromName } from "../converters/model/precision.ts";
 import { bundleVariants, parseBlockSize } from "./_dtype.ts";
 import { chooseTokenizer } from "./_text.ts";
 import { describeFrom } from "./flops.ts";

@@ -15,8 +15,12 @@
 import type { BundleManifest } from "../bundle/contract.ts";
 import { readManifest } from "../bundle/manifest.ts";
 import { type CheckpointIndex, openCheckpoint } from "../converters/checkpoint.ts";
-import { AmbiguousMappingError, describeKvp, describeTransformer } from "../converters/describe.ts";
-import type { KvpDescription, Part, TransformerDescription } from "../converters/model.ts";
+import {
+  AmbiguousMappingError,
+  describeKvp,
+  describeTransformer,
+} from "../converters/model/describe.ts";
+import type { KvpDescription, Part, TransformerDescription } from "../converters/model/model.ts";
 import {
   CHECKPOINT_HELP,
   CHECKPOINT_OPTIONS,

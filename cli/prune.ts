@@ -16,7 +16,7 @@
  */
 
 import { openPart } from "../converters/part.ts";
-import { checkKeepLayers, everyNth, prune, PruneError } from "../converters/prune.ts";
+import { checkKeepLayers, everyNth, prune, PruneError } from "../converters/model/prune.ts";
 import { type Command, parse, parseIntList, parsePositive, UsageError } from "./_args.ts";
 import { progressBar } from "./_progress.ts";
 

@@ -12,8 +12,8 @@
  */
 
 import type { Dtype } from "../converters/formats/_dtype.ts";
-import { describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
-import { synthesize } from "../converters/synth.ts";
+import { describeConfig, OPENELM_CONFIGS } from "../converters/model/openelm.ts";
+import { synthesize } from "../converters/model/synth.ts";
 import {
   type Command,
   mappingOption,

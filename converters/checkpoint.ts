@@ -18,11 +18,11 @@
  * @module
  */
 
-import { emptySettings, mergeSettings, type ModelSettings, type Setting } from "./config.ts";
+import { emptySettings, mergeSettings, type ModelSettings, type Setting } from "./model/config.ts";
 import { readCoreNetConfig } from "./formats/corenet_yaml.ts";
 import { CheckpointError } from "./errors.ts";
 import { isFolder, openHfFolder } from "./formats/hf.ts";
-import { canonicalName, combinedRole, type FileRole } from "./names.ts";
+import { canonicalName, combinedRole, type FileRole } from "./model/names.ts";
 import { openTensorFile } from "./formats/open.ts";
 import type { TensorFile, TensorInfo } from "./formats/tensor_file.ts";
 

@@ -20,10 +20,10 @@
  */
 
 import { type CheckpointIndex, type CheckpointSources, openCheckpoint } from "./checkpoint.ts";
-import { describeTransformer } from "./describe.ts";
+import { describeTransformer } from "./model/describe.ts";
 import { isFolder } from "./formats/hf.ts";
-import { DEFAULT_CONTEXT_LENGTH, type Part, type TransformerDescription } from "./model.ts";
-import { combinedRole } from "./names.ts";
+import { DEFAULT_CONTEXT_LENGTH, type Part, type TransformerDescription } from "./model/model.ts";
+import { combinedRole } from "./model/names.ts";
 import { openTensorFile } from "./formats/open.ts";
 
 /** Options for {@link openPart}: what {@link CheckpointSources} adds besides the files. */

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { synthesize } from "../converters/synth.ts";
+import { synthesize } from "../converters/model/synth.ts";
 import { convert } from "../graphs/bundle.ts";
 import { plotSeries } from "../cli/bench.ts";
 import { ALL_VARIANTS } from "../cli/_dtype.ts";

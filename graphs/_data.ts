@@ -17,7 +17,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { quantizeRows } from "../converters/quant.ts";
+import { quantizeRows } from "../converters/model/quant.ts";
 import { writeAll } from "../converters/formats/safetensors_write.ts";
 import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
 import { storedTensors, type WeightLayout, type WeightSpec } from "./weights.ts";

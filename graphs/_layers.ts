@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { TransformerDescription } from "../converters/model.ts";
+import type { TransformerDescription } from "../converters/model/model.ts";
 import type { GraphBuilder } from "./builder.ts";
 
 /** "To the end" for Slice (clamped to the axis; int64 max itself does not survive a JS number). */

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { QuantizedMatrix } from "../converters/quant.ts";
+import type { QuantizedMatrix } from "../converters/model/quant.ts";
 
 /**
  * Packs `rows` rows of `width` codes (< 16) two per byte, low nibble first;

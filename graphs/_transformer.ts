@@ -15,9 +15,13 @@
  * @module
  */
 
-import type { Part, TransformerDescription } from "../converters/model.ts";
-import { layerName, modelName } from "../converters/names.ts";
-import { ACCURACY_LEVEL, type Precision, type VariantPrecision } from "../converters/precision.ts";
+import type { Part, TransformerDescription } from "../converters/model/model.ts";
+import { layerName, modelName } from "../converters/model/names.ts";
+import {
+  ACCURACY_LEVEL,
+  type Precision,
+  type VariantPrecision,
+} from "../converters/model/precision.ts";
 import type { GraphBuilder } from "./builder.ts";
 import {
   type KvPair,

@@ -15,8 +15,8 @@
  */
 
 import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
-import { prefillFlops } from "../converters/flops.ts";
+import { describeKvp } from "../converters/model/describe.ts";
+import { prefillFlops } from "../converters/model/flops.ts";
 import {
   BUNDLE_FORMAT,
   BundleError,
@@ -30,13 +30,13 @@ import {
   variantFiles,
 } from "../bundle/contract.ts";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
-import { contextLengthOf, type KvpDescription } from "../converters/model.ts";
-import { variantName, type VariantPrecision } from "../converters/precision.ts";
+import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
+import { variantName, type VariantPrecision } from "../converters/model/precision.ts";
 import { sha256File } from "../converters/formats/sha256.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
 import { createHash } from "node:crypto";
-import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/precision.ts";
-import { isBlockSize } from "../converters/quant.ts";
+import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/model/precision.ts";
+import { isBlockSize } from "../converters/model/quant.ts";
 import { resolveTokenizer } from "../tokenizer/resolve.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
 import { writeWeights } from "./_data.ts";

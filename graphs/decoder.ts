@@ -9,7 +9,7 @@
  * ```ts
  * import { buildDecoder } from "./decoder.ts";
  * import { layoutWeights, weightPlan } from "./weights.ts";
- * import type { KvpDescription } from "../converters/model.ts";
+ * import type { KvpDescription } from "../converters/model/model.ts";
  * declare const desc: KvpDescription;
  * const model = buildDecoder(desc, layoutWeights(weightPlan(desc), "model.onnx_data"), "kvp");
  * ```
@@ -17,8 +17,8 @@
  * @module
  */
 
-import type { KvpDescription, Part, TransformerDescription } from "../converters/model.ts";
-import { layerName, modelName, predictorName } from "../converters/names.ts";
+import type { KvpDescription, Part, TransformerDescription } from "../converters/model/model.ts";
+import { layerName, modelName, predictorName } from "../converters/model/names.ts";
 import { type GraphKind, IO } from "../bundle/contract.ts";
 import { type Dim, GraphBuilder, type ModelProto } from "./builder.ts";
 import {
@@ -32,7 +32,7 @@ import {
   ropeTables,
   slice,
 } from "./_layers.ts";
-import { DEFAULT_BLOCK_SIZE, type VariantPrecision } from "../converters/precision.ts";
+import { DEFAULT_BLOCK_SIZE, type VariantPrecision } from "../converters/model/precision.ts";
 import { transformer, Weights } from "./_transformer.ts";
 import { headSpec, type WeightLayout } from "./weights.ts";
 

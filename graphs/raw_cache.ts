@@ -9,7 +9,7 @@
  * @example
  * ```ts
  * import { openCheckpoint } from "../converters/checkpoint.ts";
- * import { describeKvp } from "../converters/describe.ts";
+ * import { describeKvp } from "../converters/model/describe.ts";
  * import { writeRawCacheModel } from "./raw_cache.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
  * const { description } = describeKvp(index, { mapping: [0, 0, 1, 1] });
@@ -23,7 +23,7 @@
 
 import { basename } from "node:path";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
-import type { Part, TransformerDescription } from "../converters/model.ts";
+import type { Part, TransformerDescription } from "../converters/model/model.ts";
 import { attentionBias, maskPositions } from "./_layers.ts";
 import { writeWeights } from "./_data.ts";
 import { transformer, Weights } from "./_transformer.ts";

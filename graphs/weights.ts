@@ -9,7 +9,7 @@
  * @example
  * ```ts
  * import { layoutWeights, weightPlan } from "./weights.ts";
- * import type { KvpDescription } from "../converters/model.ts";
+ * import type { KvpDescription } from "../converters/model/model.ts";
  * declare const desc: KvpDescription;
  * const layout = layoutWeights(weightPlan(desc, { auxiliary: "q8", base: "q4" }), "model_q4.onnx_data");
  * console.log(layout.totalBytes);
@@ -18,15 +18,15 @@
  * @module
  */
 
-import type { KvpDescription, Part, TransformerDescription } from "../converters/model.ts";
-import { layerName, modelName, predictorName } from "../converters/names.ts";
+import type { KvpDescription, Part, TransformerDescription } from "../converters/model/model.ts";
+import { layerName, modelName, predictorName } from "../converters/model/names.ts";
 import {
   DEFAULT_BLOCK_SIZE,
   type GroupQuant,
   groupQuant,
   type Precision,
   type VariantPrecision,
-} from "../converters/precision.ts";
+} from "../converters/model/precision.ts";
 import type { ElemType, ExternalRef } from "./builder.ts";
 
 /** One weight: its source tensor and how it is stored. */

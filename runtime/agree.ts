@@ -28,10 +28,10 @@
  */
 
 import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp, MAPPING_METADATA_KEY, parseMapping } from "../converters/describe.ts";
+import { describeKvp, MAPPING_METADATA_KEY, parseMapping } from "../converters/model/describe.ts";
 import { CheckpointError } from "../converters/errors.ts";
-import { type KvpDescription, kvWidth } from "../converters/model.ts";
-import { combinedRole, predictorName, type PredictorTensor } from "../converters/names.ts";
+import { type KvpDescription, kvWidth } from "../converters/model/model.ts";
+import { combinedRole, predictorName, type PredictorTensor } from "../converters/model/names.ts";
 import { openTensorFile } from "../converters/formats/open.ts";
 import { matmulT } from "./_matmul.ts";
 import { checkTokenId } from "./batch.ts";

@@ -13,7 +13,7 @@
  * @example
  * ```ts
  * import { openCheckpoint } from "../converters/checkpoint.ts";
- * import { describeKvp } from "../converters/describe.ts";
+ * import { describeKvp } from "../converters/model/describe.ts";
  * import { loadTransformer } from "./weights.ts";
  * import { referenceRawCache } from "./raw_cache.ts";
  * import { fitKvPredictor } from "./calibration.ts";
@@ -36,11 +36,11 @@
  * @module
  */
 
-import { predictorName } from "../converters/names.ts";
+import { predictorName } from "../converters/model/names.ts";
 import type { TensorEntry } from "../converters/formats/safetensors_write.ts";
 import { InputError } from "./errors.ts";
 import { RidgeAccumulator, type RidgeFit } from "./fit.ts";
-import type { TransformerDescription } from "../converters/model.ts";
+import type { TransformerDescription } from "../converters/model/model.ts";
 import type { RawCacheRunner } from "./raw_cache.ts";
 import type { PredictorWeights } from "./weights.ts";
 

@@ -20,7 +20,7 @@ import * as ort from "onnxruntime-node";
 import { type BundleManifest, IO, type VariantEntry } from "../bundle/contract.ts";
 import { findVariant, readManifest } from "../bundle/manifest.ts";
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
-import type { KvpDescription } from "../converters/model.ts";
+import type { KvpDescription } from "../converters/model/model.ts";
 import { extendMask, padPrompts, type PromptBatch } from "./batch.ts";
 import { type GenerateResult, generateWith } from "./greedy.ts";
 import { defaultThreads } from "./cpu.ts";

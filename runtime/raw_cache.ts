@@ -9,7 +9,7 @@
  * @example
  * ```ts
  * import { openCheckpoint } from "../converters/checkpoint.ts";
- * import { describeKvp } from "../converters/describe.ts";
+ * import { describeKvp } from "../converters/model/describe.ts";
  * import { loadTransformer } from "./weights.ts";
  * import { referenceRawCache } from "./raw_cache.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
@@ -25,7 +25,7 @@
 
 import * as ort from "onnxruntime-node";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
-import type { TransformerDescription } from "../converters/model.ts";
+import type { TransformerDescription } from "../converters/model/model.ts";
 import { sessionOptions } from "./ort.ts";
 import { forward } from "./transformer.ts";
 import type { TransformerWeights } from "./weights.ts";

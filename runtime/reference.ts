@@ -15,9 +15,9 @@
  */
 
 import { type CheckpointSources, openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
-import type { KvpDescription } from "../converters/model.ts";
-import type { VariantPrecision } from "../converters/precision.ts";
+import { describeKvp } from "../converters/model/describe.ts";
+import type { KvpDescription } from "../converters/model/model.ts";
+import type { VariantPrecision } from "../converters/model/precision.ts";
 import { columns, extendMask, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
 import { type GenerateResult, generateWith } from "./greedy.ts";
 import { predictCache } from "./predictor.ts";

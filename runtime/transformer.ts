@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import { openCheckpoint } from "../converters/checkpoint.ts";
- * import { describeKvp } from "../converters/describe.ts";
+ * import { describeKvp } from "../converters/model/describe.ts";
  * import { loadTransformer } from "./weights.ts";
  * import { forward } from "./transformer.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });

@@ -20,7 +20,7 @@ import * as ort from "onnxruntime-node";
 import type { VariantEntry } from "../bundle/contract.ts";
 import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
-import { prefillFlops } from "../converters/flops.ts";
+import { prefillFlops } from "../converters/model/flops.ts";
 import { Random } from "../converters/random.ts";
 import { matmulT } from "./_matmul.ts";
 import { type CpuInfo, cpuInfo, defaultThreads } from "./cpu.ts";

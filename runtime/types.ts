@@ -15,7 +15,7 @@
  * @module
  */
 
-import type { KvpDescription } from "../converters/model.ts";
+import type { KvpDescription } from "../converters/model/model.ts";
 import type { PromptBatch } from "./batch.ts";
 import type { GenerateResult } from "./greedy.ts";
 

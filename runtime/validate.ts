@@ -25,7 +25,7 @@ import { manifestSources } from "../bundle/manifest.ts";
 import type { Progress } from "../bundle/verify.ts";
 import type { CheckpointSources } from "../converters/checkpoint.ts";
 import { CheckpointError } from "../converters/errors.ts";
-import type { VariantPrecision } from "../converters/precision.ts";
+import type { VariantPrecision } from "../converters/model/precision.ts";
 import { Random } from "../converters/random.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
 import type { PromptBatch } from "./batch.ts";

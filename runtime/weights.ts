@@ -5,7 +5,7 @@
  * @example
  * ```ts
  * import { openCheckpoint } from "../converters/checkpoint.ts";
- * import { describeKvp } from "../converters/describe.ts";
+ * import { describeKvp } from "../converters/model/describe.ts";
  * import { loadTransformer } from "./weights.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
  * const { description } = describeKvp(index);
@@ -18,21 +18,21 @@
  */
 
 import type { CheckpointIndex } from "../converters/checkpoint.ts";
-import type { Part, TransformerDescription } from "../converters/model.ts";
+import type { Part, TransformerDescription } from "../converters/model/model.ts";
 import {
   LAYER_TENSORS,
   layerName,
   type LayerTensor,
   modelName,
   predictorName,
-} from "../converters/names.ts";
+} from "../converters/model/names.ts";
 import {
   DEFAULT_BLOCK_SIZE,
   groupQuant,
   type Precision,
   type TensorGroup,
-} from "../converters/precision.ts";
-import { dequantize, quantizeRows } from "../converters/quant.ts";
+} from "../converters/model/precision.ts";
+import { dequantize, quantizeRows } from "../converters/model/quant.ts";
 
 /** One transformer layer's weights, keyed as in the name table. */
 export type LayerWeights = Record<LayerTensor, Float32Array>;

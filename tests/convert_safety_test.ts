@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { synthesize } from "../converters/synth.ts";
+import { synthesize } from "../converters/model/synth.ts";
 import { tempDir } from "./_helpers.ts";
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;

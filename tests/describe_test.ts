@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { AmbiguousMappingError, describeKvp } from "../converters/describe.ts";
+import { AmbiguousMappingError, describeKvp } from "../converters/model/describe.ts";
 import { CheckpointError } from "../converters/errors.ts";
 import type { TensorEntry } from "../converters/formats/safetensors_write.ts";
 import { ReferenceModel } from "../runtime/reference.ts";

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { Random } from "../converters/random.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
+import { describeKvp } from "../converters/model/describe.ts";
 import { RidgeAccumulator, type RidgeFit, SingularSystemError } from "../runtime/fit.ts";
 import { forward } from "../runtime/transformer.ts";
 import { loadTransformer, type TransformerWeights } from "../runtime/weights.ts";

@@ -2,8 +2,8 @@
 
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
-import { prefillFlops } from "../converters/flops.ts";
+import { describeKvp } from "../converters/model/describe.ts";
+import { prefillFlops } from "../converters/model/flops.ts";
 import { FIXTURE, kvpred } from "./_helpers.ts";
 
 /** CoreNet's own parameter counts with vocabulary 32000 (SPEC §2). */

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
+import { describeKvp } from "../converters/model/describe.ts";
 import { type TensorEntry, writeSafetensors } from "../converters/formats/safetensors_write.ts";
 import { convert } from "../graphs/bundle.ts";
 import { OrtModel } from "../runtime/ort.ts";

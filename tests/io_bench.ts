@@ -1,7 +1,7 @@
 /** Hot paths besides matmul: safetensors reading, graph building and encoding. */
 
-import { describeConfig, OPENELM_CONFIGS } from "../converters/openelm.ts";
-import type { KvpDescription } from "../converters/model.ts";
+import { describeConfig, OPENELM_CONFIGS } from "../converters/model/openelm.ts";
+import type { KvpDescription } from "../converters/model/model.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { encodeModel } from "../graphs/builder.ts";
 import { buildDecoder } from "../graphs/decoder.ts";

@@ -6,9 +6,14 @@
 
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { describeTransformer } from "../converters/describe.ts";
-import { OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "../converters/openelm.ts";
-import { checkKeepLayers, everyNth, naturalMapping, PruneError } from "../converters/prune.ts";
+import { describeTransformer } from "../converters/model/describe.ts";
+import { OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "../converters/model/openelm.ts";
+import {
+  checkKeepLayers,
+  everyNth,
+  naturalMapping,
+  PruneError,
+} from "../converters/model/prune.ts";
 import { Random } from "../converters/random.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { writeSafetensors } from "../converters/formats/safetensors_write.ts";

@@ -11,7 +11,7 @@
  */
 
 import * as ort from "onnxruntime-node";
-import { quantizeRows } from "../converters/quant.ts";
+import { quantizeRows } from "../converters/model/quant.ts";
 import { Random } from "../converters/random.ts";
 import { packDynamicInt8, packMatMulNBits } from "../graphs/_pack.ts";
 import { nbitsLinear } from "../graphs/_layers.ts";

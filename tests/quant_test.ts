@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import * as ort from "onnxruntime-node";
-import { dequantize, quantizeRows } from "../converters/quant.ts";
+import { dequantize, quantizeRows } from "../converters/model/quant.ts";
 import { Random } from "../converters/random.ts";
 import { packDynamicInt8, packMatMulNBits, packNibbles } from "../graphs/_pack.ts";
 import { encodeModel, GraphBuilder } from "../graphs/builder.ts";

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
+import { describeKvp } from "../converters/model/describe.ts";
 import { rawCacheLayout, writeRawCacheModel } from "../graphs/raw_cache.ts";
 import { OrtRawCache, rawCache } from "../runtime/raw_cache.ts";
 import { loadTransformer } from "../runtime/weights.ts";

@@ -2,8 +2,12 @@
 
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
-import { describeKvp } from "../converters/describe.ts";
-import { describeConfig, OPENELM_CONFIGS, PUBLISHED_MAPPINGS } from "../converters/openelm.ts";
+import { describeKvp } from "../converters/model/describe.ts";
+import {
+  describeConfig,
+  OPENELM_CONFIGS,
+  PUBLISHED_MAPPINGS,
+} from "../converters/model/openelm.ts";
 import { sha256File } from "../converters/formats/sha256.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import { kvpred, maxAbsDiff, tempDir } from "./_helpers.ts";

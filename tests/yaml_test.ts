@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { parseCoreNetConfig } from "../converters/formats/corenet_yaml.ts";
-import { describeKvp } from "../converters/describe.ts";
+import { describeKvp } from "../converters/model/describe.ts";
 import { convert } from "../graphs/bundle.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import { expected, FIXTURE, kvpred, maxAbsDiff, rejectsOneLine, tempDir } from "./_helpers.ts";

@@ -14,14 +14,14 @@
  * @module
  */
 
-import type { Dtype } from "./formats/_dtype.ts";
+import type { Dtype } from "../formats/_dtype.ts";
 import { MAPPING_METADATA_KEY } from "./describe.ts";
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 import type { Part, TransformerDescription } from "./model.ts";
 import { layerName, modelName, predictorName } from "./names.ts";
 import { defaultMapping, describeConfig, OPENELM_CONFIGS } from "./openelm.ts";
-import { Random } from "./random.ts";
-import { type TensorEntry, writeSafetensors } from "./formats/safetensors_write.ts";
+import { Random } from "../random.ts";
+import { type TensorEntry, writeSafetensors } from "../formats/safetensors_write.ts";
 
 /** Options for {@link synthesize}. */
 export interface SynthOptions {

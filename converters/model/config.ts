@@ -18,7 +18,7 @@
  * @module
  */
 
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 import type { Part, TransformerDescription } from "./model.ts";
 
 /** One configured value and where it was read, e.g. `dir/config.json: rope_freq_constant`. */

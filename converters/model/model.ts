@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { Dtype } from "./formats/_dtype.ts";
+import type { Dtype } from "../formats/_dtype.ts";
 
 /**
  * Context length assumed for OpenELM models (CoreNet's `max_context_length`

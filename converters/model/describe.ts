@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * import { openCheckpoint } from "./checkpoint.ts";
+ * import { openCheckpoint } from "../checkpoint.ts";
  * import { describeKvp } from "./describe.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
  * const { description } = describeKvp(index);
@@ -18,11 +18,11 @@
  * @module
  */
 
-import type { CheckpointIndex } from "./checkpoint.ts";
+import type { CheckpointIndex } from "../checkpoint.ts";
 import { agree, applySettings, type Setting, type ShapeWitness } from "./config.ts";
-import { CheckpointError } from "./errors.ts";
-import { FLOAT_DTYPES } from "./formats/_dtype.ts";
-import type { Dtype } from "./formats/_dtype.ts";
+import { CheckpointError } from "../errors.ts";
+import { FLOAT_DTYPES } from "../formats/_dtype.ts";
+import type { Dtype } from "../formats/_dtype.ts";
 import {
   type FileRole,
   LAYER_TENSORS,

@@ -24,10 +24,10 @@
  */
 
 import { MAPPING_METADATA_KEY } from "./describe.ts";
-import { CheckpointError } from "./errors.ts";
+import { CheckpointError } from "../errors.ts";
 import { LAYER_TENSORS, layerName, type LayerTensor, MODEL_TENSORS, modelName } from "./names.ts";
-import { openPart, type OpenPartOptions } from "./part.ts";
-import { type TensorEntry, writeSafetensors } from "./formats/safetensors_write.ts";
+import { openPart, type OpenPartOptions } from "../part.ts";
+import { type TensorEntry, writeSafetensors } from "../formats/safetensors_write.ts";
 
 /** The layers to keep are not a valid selection for the model. */
 export class PruneError extends CheckpointError {
