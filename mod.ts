@@ -115,7 +115,7 @@ export {
   validateBundle,
   type ValidateOptions,
   type ValidateReport,
-} from "./runtime/validate.ts";
+} from "./measure/validate.ts";
 export {
   benchBundle,
   type BenchOptions,
@@ -123,7 +123,7 @@ export {
   type LengthReport,
   type PeakReport,
   type Timing,
-} from "./runtime/ttft.ts";
+} from "./measure/ttft.ts";
 export type { CpuInfo } from "./runtime/cpu.ts";
 export {
   agreement,
@@ -134,7 +134,7 @@ export {
   type BaselineSource,
   type LayerError,
   type PredictorAgreement,
-} from "./runtime/agree.ts";
+} from "./measure/agree.ts";
 export { type OpenedPart, openPart, type OpenPartOptions } from "./converters/part.ts";
 export {
   checkKeepLayers,
@@ -154,7 +154,7 @@ export {
   type RidgeSolveOptions,
   type RidgeTarget,
   SingularSystemError,
-} from "./runtime/fit.ts";
+} from "./fit/ridge.ts";
 export {
   type CacheError,
   type EvaluateKvOptions,
@@ -166,7 +166,7 @@ export {
   type LayerCacheError,
   predictorEntries,
   predictorWeights,
-} from "./runtime/calibration.ts";
+} from "./fit/calibration.ts";
 export {
   type ActivationQuant,
   type LayerWeights,
@@ -183,7 +183,7 @@ export {
   type RawCacheRunner,
   type RawLayer,
   referenceRawCache,
-} from "./runtime/raw_cache.ts";
+} from "./fit/raw_cache.ts";
 export {
   buildRawCacheGraph,
   rawCacheLayout,

@@ -23,7 +23,7 @@
 import type { OpenedPart } from "../converters/part.ts";
 import type { Part } from "../converters/model/model.ts";
 import { rawCacheLayout, writeRawCacheModel } from "../graphs/raw_cache.ts";
-import { OrtRawCache, type RawCacheRunner, referenceRawCache } from "../runtime/raw_cache.ts";
+import { OrtRawCache, type RawCacheRunner, referenceRawCache } from "../fit/raw_cache.ts";
 import { loadTransformer } from "../runtime/weights.ts";
 import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { UsageError } from "./_args.ts";

@@ -18,7 +18,7 @@
 
 import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import type { KvpDescription } from "../converters/model/model.ts";
-import { agreement, AgreementModel, type AgreementReport } from "../runtime/agree.ts";
+import { agreement, AgreementModel, type AgreementReport } from "../measure/agree.ts";
 import { InputError } from "../runtime/errors.ts";
 import {
   CHECKPOINT_HELP,

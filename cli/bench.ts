@@ -15,7 +15,7 @@
 import { dirname } from "node:path";
 import { readManifest } from "../bundle/manifest.ts";
 import { matmulModel } from "../graphs/probe.ts";
-import { benchBundle, type BenchReport, type LengthReport } from "../runtime/ttft.ts";
+import { benchBundle, type BenchReport, type LengthReport } from "../measure/ttft.ts";
 import { type PlotSeries, ttftPlot } from "./_plot.ts";
 import { bundleVariants } from "./_dtype.ts";
 import {

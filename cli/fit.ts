@@ -32,8 +32,8 @@ import {
   type LayerCacheError,
   predictorEntries,
   predictorWeights,
-} from "../runtime/calibration.ts";
-import { SingularSystemError } from "../runtime/fit.ts";
+} from "../fit/calibration.ts";
+import { SingularSystemError } from "../fit/ridge.ts";
 import {
   type Command,
   mappingOption,

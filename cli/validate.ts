@@ -17,7 +17,7 @@ import {
   type QualityReport,
   validateBundle,
   type ValidateReport,
-} from "../runtime/validate.ts";
+} from "../measure/validate.ts";
 import { bundleVariants } from "./_dtype.ts";
 import { readIdLines } from "./_ids.ts";
 import {

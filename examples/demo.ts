@@ -20,8 +20,8 @@ import { plotSeries } from "../cli/bench.ts";
 import { ALL_VARIANTS } from "../cli/_dtype.ts";
 import { matmulModel } from "../graphs/probe.ts";
 import { ttftPlot } from "../cli/_plot.ts";
-import { benchBundle } from "../runtime/ttft.ts";
-import { validateBundle } from "../runtime/validate.ts";
+import { benchBundle } from "../measure/ttft.ts";
+import { validateBundle } from "../measure/validate.ts";
 
 const BASE = "small-base", AUX = "small-aux";
 const root = new URL("../out/demo/", import.meta.url).pathname;

@@ -22,7 +22,7 @@ import * as ort from "onnxruntime-node";
 import { readManifest } from "../bundle/manifest.ts";
 import { IO } from "../bundle/contract.ts";
 import { cpuInfo } from "../runtime/cpu.ts";
-import { timing } from "../runtime/ttft.ts";
+import { timing } from "../measure/ttft.ts";
 
 const [bundle, ortDir, lengthsArg = "64,512"] = Deno.args;
 if (!bundle || !ortDir) {

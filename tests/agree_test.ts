@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
-import { agreement, AgreementModel } from "../runtime/agree.ts";
+import { agreement, AgreementModel } from "../measure/agree.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import { FIXTURE, kvpred, readEntries, tempDir } from "./_helpers.ts";

@@ -1,5 +1,5 @@
 /**
- * `runtime/fit.ts` on planted problems against an independent solve, and
+ * `fit/ridge.ts` on planted problems against an independent solve, and
  * `kvpred fit` on the CoreNet fixture: held-out cache error below the
  * mean baseline's, metadata, and bad input.
  */
@@ -10,7 +10,7 @@ import { Random } from "../converters/random.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/model/describe.ts";
-import { RidgeAccumulator, type RidgeFit, SingularSystemError } from "../runtime/fit.ts";
+import { RidgeAccumulator, type RidgeFit, SingularSystemError } from "../fit/ridge.ts";
 import { forward } from "../runtime/transformer.ts";
 import { loadTransformer, type TransformerWeights } from "../runtime/weights.ts";
 import { FIXTURE, kvpred, tempDir } from "./_helpers.ts";

@@ -15,7 +15,7 @@ import { packDynamicInt8, packMatMulNBits, packNibbles } from "../graphs/_pack.t
 import { encodeModel, GraphBuilder } from "../graphs/builder.ts";
 import { nbitsLinear } from "../graphs/_layers.ts";
 import { convert } from "../graphs/bundle.ts";
-import { validateBundle } from "../runtime/validate.ts";
+import { validateBundle } from "../measure/validate.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import { FIXTURE, kvpred, tempDir } from "./_helpers.ts";

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { openCheckpoint } from "../converters/checkpoint.ts";
 import { describeKvp } from "../converters/model/describe.ts";
 import { rawCacheLayout, writeRawCacheModel } from "../graphs/raw_cache.ts";
-import { OrtRawCache, rawCache } from "../runtime/raw_cache.ts";
+import { OrtRawCache, rawCache } from "../fit/raw_cache.ts";
 import { loadTransformer } from "../runtime/weights.ts";
 import { Random } from "../converters/random.ts";
 import { expected, FIXTURE, maxAbsDiff, tempDir } from "./_helpers.ts";

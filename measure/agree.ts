@@ -33,18 +33,18 @@ import { CheckpointError } from "../converters/errors.ts";
 import { type KvpDescription, kvWidth } from "../converters/model/model.ts";
 import { combinedRole, predictorName, type PredictorTensor } from "../converters/model/names.ts";
 import { openTensorFile } from "../converters/formats/open.ts";
-import { matmulT } from "./_matmul.ts";
-import { checkTokenId } from "./batch.ts";
-import { InputError } from "./errors.ts";
-import { argmaxRows } from "./greedy.ts";
-import { predictCache } from "./predictor.ts";
-import { forward } from "./transformer.ts";
+import { matmulT } from "../runtime/_matmul.ts";
+import { checkTokenId } from "../runtime/batch.ts";
+import { InputError } from "../runtime/errors.ts";
+import { argmaxRows } from "../runtime/greedy.ts";
+import { predictCache } from "../runtime/predictor.ts";
+import { forward } from "../runtime/transformer.ts";
 import {
   loadPredictor,
   loadTransformer,
   type PredictorWeights,
   type TransformerWeights,
-} from "./weights.ts";
+} from "../runtime/weights.ts";
 
 /** Options for {@link AgreementModel.load}. */
 export interface AgreementLoadOptions {

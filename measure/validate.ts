@@ -28,11 +28,11 @@ import { CheckpointError } from "../converters/errors.ts";
 import type { VariantPrecision } from "../converters/model/precision.ts";
 import { Random } from "../converters/random.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
-import type { PromptBatch } from "./batch.ts";
-import { argmaxRows } from "./greedy.ts";
-import { OrtModel } from "./ort.ts";
-import { ReferenceModel } from "./reference.ts";
-import type { KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
+import type { PromptBatch } from "../runtime/batch.ts";
+import { argmaxRows } from "../runtime/greedy.ts";
+import { OrtModel } from "../runtime/ort.ts";
+import { ReferenceModel } from "../runtime/reference.ts";
+import type { KvpRuntime, LayerCache, Mode, Step } from "../runtime/types.ts";
 
 /** Options for {@link validateBundle}. */
 export interface ValidateOptions {

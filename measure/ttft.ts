@@ -22,12 +22,12 @@ import { findVariant, manifestSources, readManifest } from "../bundle/manifest.t
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
 import { prefillFlops } from "../converters/model/flops.ts";
 import { Random } from "../converters/random.ts";
-import { matmulT } from "./_matmul.ts";
-import { type CpuInfo, cpuInfo, defaultThreads } from "./cpu.ts";
-import { argmaxRows } from "./greedy.ts";
-import { OrtModel, sessionOptions } from "./ort.ts";
-import { ReferenceModel } from "./reference.ts";
-import type { KvpRuntime, Mode } from "./types.ts";
+import { matmulT } from "../runtime/_matmul.ts";
+import { type CpuInfo, cpuInfo, defaultThreads } from "../runtime/cpu.ts";
+import { argmaxRows } from "../runtime/greedy.ts";
+import { OrtModel, sessionOptions } from "../runtime/ort.ts";
+import { ReferenceModel } from "../runtime/reference.ts";
+import type { KvpRuntime, Mode } from "../runtime/types.ts";
 
 /** Median, min and max of a set of timings (milliseconds). */
 export interface Timing {

@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { RidgeAccumulator } from "./fit.ts";
+ * import { RidgeAccumulator } from "./ridge.ts";
  * const acc = new RidgeAccumulator([{ name: "x", width: 1 }], [{ name: "y", input: 0, width: 1 }]);
  * // y = 2x + 1 on three rows.
  * acc.add(3, [new Float32Array([0, 1, 2])], [new Float32Array([1, 3, 5])]);

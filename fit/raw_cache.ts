@@ -10,7 +10,7 @@
  * ```ts
  * import { openCheckpoint } from "../converters/checkpoint.ts";
  * import { describeKvp } from "../converters/model/describe.ts";
- * import { loadTransformer } from "./weights.ts";
+ * import { loadTransformer } from "../runtime/weights.ts";
  * import { referenceRawCache } from "./raw_cache.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
  * const { description } = describeKvp(index, { mapping: [0, 0, 1, 1] });
@@ -26,9 +26,9 @@
 import * as ort from "onnxruntime-node";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
 import type { TransformerDescription } from "../converters/model/model.ts";
-import { sessionOptions } from "./ort.ts";
-import { forward } from "./transformer.ts";
-import type { TransformerWeights } from "./weights.ts";
+import { sessionOptions } from "../runtime/ort.ts";
+import { forward } from "../runtime/transformer.ts";
+import type { TransformerWeights } from "../runtime/weights.ts";
 
 /** Raw per-token keys and values of one layer, `[S, k·hd]` head-major. */
 export interface RawLayer {

@@ -14,7 +14,7 @@
  * ```ts
  * import { openCheckpoint } from "../converters/checkpoint.ts";
  * import { describeKvp } from "../converters/model/describe.ts";
- * import { loadTransformer } from "./weights.ts";
+ * import { loadTransformer } from "../runtime/weights.ts";
  * import { referenceRawCache } from "./raw_cache.ts";
  * import { fitKvPredictor } from "./calibration.ts";
  * const index = await openCheckpoint({ checkpoint: "tests/fixtures/corenet/tiny-kvp-c.safetensors" });
@@ -38,11 +38,11 @@
 
 import { predictorName } from "../converters/model/names.ts";
 import type { TensorEntry } from "../converters/formats/safetensors_write.ts";
-import { InputError } from "./errors.ts";
-import { RidgeAccumulator, type RidgeFit } from "./fit.ts";
+import { InputError } from "../runtime/errors.ts";
+import { RidgeAccumulator, type RidgeFit } from "./ridge.ts";
 import type { TransformerDescription } from "../converters/model/model.ts";
 import type { RawCacheRunner } from "./raw_cache.ts";
-import type { PredictorWeights } from "./weights.ts";
+import type { PredictorWeights } from "../runtime/weights.ts";
 
 /** Options for {@link fitKvPredictor}. */
 export interface FitKvOptions {
