@@ -14,6 +14,7 @@
 
 import type { BundleManifest } from "../bundle/contract.ts";
 import {
+  ALL_VARIANTS,
   isPrecision,
   PRECISIONS,
   variantFromName,
@@ -22,12 +23,6 @@ import {
 } from "../converters/model/precision.ts";
 import { isBlockSize } from "../converters/model/quant.ts";
 import { UsageError } from "./_args.ts";
-
-/** The variants `--dtype all` writes: every precision, and auxiliary q8 with base q4. */
-export const ALL_VARIANTS: readonly VariantPrecision[] = [
-  ...PRECISIONS.map((p) => ({ auxiliary: p, base: p })),
-  { auxiliary: "q8", base: "q4" },
-];
 
 /** Help lines shared by the commands that take the options. */
 export const DTYPE_HELP =

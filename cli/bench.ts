@@ -16,7 +16,7 @@ import { dirname } from "node:path";
 import { readManifest } from "../bundle/manifest.ts";
 import { matmulModel } from "../graphs/probe.ts";
 import { benchBundle, type BenchReport, type LengthReport } from "../measure/ttft.ts";
-import { type PlotSeries, ttftPlot } from "./_plot.ts";
+import { plotSeries, ttftPlot } from "../measure/plot.ts";
 import { bundleVariants } from "./_dtype.ts";
 import {
   type Command,
@@ -95,22 +95,6 @@ export function formatMachine(report: BenchReport): string {
   }; float: ${cpu.floatFeatures.join(" ")}; ${
     report.runtime === "ort" ? `ONNX Runtime threads: ${report.threads}` : "one thread"
   }\nweights: ${bytes}`;
-}
-
-/** One line per variant and mode. */
-export function plotSeries(report: BenchReport): PlotSeries[] {
-  const variants = [...new Set(report.lengths.map((r) => r.dtype))];
-  return variants.flatMap((v, color) =>
-    (["kvp", "base"] as const).map((mode) => ({
-      label: `${v} ${mode === "kvp" ? "KV prediction" : "base-only"}`,
-      mode,
-      color,
-      points: report.lengths.filter((r) => r.dtype === v).map((r) => ({
-        promptLength: r.promptLength,
-        ...r.ttft[mode],
-      })),
-    }))
-  );
 }
 
 /** The `bench` command. */

@@ -16,10 +16,9 @@
 
 import { synthesize } from "../converters/model/synth.ts";
 import { convert } from "../graphs/bundle.ts";
-import { plotSeries } from "../cli/bench.ts";
-import { ALL_VARIANTS } from "../cli/_dtype.ts";
+import { ALL_VARIANTS } from "../converters/model/precision.ts";
 import { matmulModel } from "../graphs/probe.ts";
-import { ttftPlot } from "../cli/_plot.ts";
+import { plotSeries, ttftPlot } from "../measure/plot.ts";
 import { benchBundle } from "../measure/ttft.ts";
 import { validateBundle } from "../measure/validate.ts";
 

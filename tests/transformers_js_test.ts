@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { AutoModelForCausalLM, env, Tensor } from "@huggingface/transformers";
-import { ALL_VARIANTS } from "../cli/_dtype.ts";
+import { ALL_VARIANTS } from "../converters/model/precision.ts";
 import { convert } from "../graphs/bundle.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { expected, FIXTURE, tempDir } from "./_helpers.ts";

@@ -30,6 +30,12 @@ export interface VariantPrecision {
   base: Precision;
 }
 
+/** The variants `--dtype all` writes: every precision, and auxiliary q8 with base q4. */
+export const ALL_VARIANTS: readonly VariantPrecision[] = [
+  ...PRECISIONS.map((p) => ({ auxiliary: p, base: p })),
+  { auxiliary: "q8", base: "q4" },
+];
+
 /** Whether a string names a precision. */
 export function isPrecision(value: unknown): value is Precision {
   return typeof value === "string" && (PRECISIONS as readonly string[]).includes(value);

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { ttftPlot } from "./_plot.ts";
+ * import { ttftPlot } from "./plot.ts";
  * const svg = ttftPlot([{
  *   label: "fp32 KV prediction", mode: "kvp", color: 0,
  *   points: [{ promptLength: 64, median: 6, min: 5, max: 7 }],
@@ -15,6 +15,8 @@
  *
  * @module
  */
+
+import type { BenchReport } from "./ttft.ts";
 
 /** One point of a line. */
 export interface PlotPoint {
@@ -108,4 +110,20 @@ export function ttftPlot(series: PlotSeries[], title: string): string {
   });
   parts.push("</svg>");
   return parts.join("\n") + "\n";
+}
+
+/** One line per variant and mode. */
+export function plotSeries(report: BenchReport): PlotSeries[] {
+  const variants = [...new Set(report.lengths.map((r) => r.dtype))];
+  return variants.flatMap((v, color) =>
+    (["kvp", "base"] as const).map((mode) => ({
+      label: `${v} ${mode === "kvp" ? "KV prediction" : "base-only"}`,
+      mode,
+      color,
+      points: report.lengths.filter((r) => r.dtype === v).map((r) => ({
+        promptLength: r.promptLength,
+        ...r.ttft[mode],
+      })),
+    }))
+  );
 }
