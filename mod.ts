@@ -35,7 +35,7 @@ export {
 } from "./converters/formats/torch.ts";
 export { type HfFolder, openHfFolder } from "./converters/formats/hf.ts";
 export { readCoreNetConfig } from "./converters/formats/corenet_yaml.ts";
-export type { ModelSettings, Setting, TransformerSettings } from "./converters/model/config.ts";
+export type { ModelSettings, Setting, TransformerSettings } from "./converters/formats/settings.ts";
 export { type FileRole, LAYER_TENSORS, type LayerTensor } from "./converters/model/names.ts";
 export {
   CheckpointIndex,

@@ -18,7 +18,12 @@
  * @module
  */
 
-import { emptySettings, mergeSettings, type ModelSettings, type Setting } from "./model/config.ts";
+import {
+  emptySettings,
+  mergeSettings,
+  type ModelSettings,
+  type Setting,
+} from "./formats/settings.ts";
 import { readCoreNetConfig } from "./formats/corenet_yaml.ts";
 import { CheckpointError } from "./errors.ts";
 import { isFolder, openHfFolder } from "./formats/hf.ts";

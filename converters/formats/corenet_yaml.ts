@@ -26,7 +26,7 @@
  */
 
 import { parse } from "yaml";
-import { emptySettings, type ModelSettings, type TransformerSettings } from "../model/config.ts";
+import { emptySettings, type ModelSettings, type TransformerSettings } from "./settings.ts";
 import { CheckpointError } from "../errors.ts";
 
 /** CoreNet's key for the mapping, under `model.language_modeling.kv_prediction`. */

@@ -20,7 +20,7 @@
 import { createHash } from "node:crypto";
 import { basename, resolve } from "node:path";
 import { checkJsonKeys } from "./_json.ts";
-import type { Setting, TransformerSettings } from "../model/config.ts";
+import type { Setting, TransformerSettings } from "./settings.ts";
 import { CheckpointError } from "../errors.ts";
 import { sha256File } from "./sha256.ts";
 import { openTensorFile, type OpenTensorFileOptions } from "./open.ts";

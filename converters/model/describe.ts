@@ -19,7 +19,8 @@
  */
 
 import type { CheckpointIndex } from "../checkpoint.ts";
-import { agree, applySettings, type Setting, type ShapeWitness } from "./config.ts";
+import { agree, type Setting } from "../formats/settings.ts";
+import { applySettings, type ShapeWitness } from "./config.ts";
 import { CheckpointError } from "../errors.ts";
 import { FLOAT_DTYPES } from "../formats/_dtype.ts";
 import type { Dtype } from "../formats/_dtype.ts";
