@@ -15,17 +15,9 @@
  */
 
 import { InputError } from "./errors.ts";
-import type { GenerateOptions, KvpRuntime, Step } from "./types.ts";
+import type { GenerateOptions, GenerateResult, KvpRuntime, Step } from "./types.ts";
 
-/** Generated tokens, the logits that chose each first token, and the time to it. */
-export interface GenerateResult {
-  /** Generated tokens per prompt (ending at EOS when one was given and emitted). */
-  tokens: number[][];
-  /** Per prompt, the logits its first token was chosen from. */
-  firstLogits: Float32Array[];
-  /** Prompt ids in → first token ids out, milliseconds. */
-  ttftMs: number;
-}
+export type { GenerateResult } from "./types.ts";
 
 /** Index of the largest value in each row (the first on ties). */
 export function argmaxRows(logits: Float32Array, rows: number, width: number): Int32Array {

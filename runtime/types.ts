@@ -17,7 +17,16 @@
 
 import type { KvpDescription } from "../converters/model/model.ts";
 import type { PromptBatch } from "./batch.ts";
-import type { GenerateResult } from "./greedy.ts";
+
+/** Generated tokens, the logits that chose each first token, and the time to it. */
+export interface GenerateResult {
+  /** Generated tokens per prompt (ending at EOS when one was given and emitted). */
+  tokens: number[][];
+  /** Per prompt, the logits its first token was chosen from. */
+  firstLogits: Float32Array[];
+  /** Prompt ids in → first token ids out, milliseconds. */
+  ttftMs: number;
+}
 
 /** Prefill with KV prediction (`kvp`) or with the base model alone (`base`). */
 export type Mode = "kvp" | "base";
