@@ -80,9 +80,14 @@ function transformerEntries(
   t: TransformerDescription,
   dtype: Dtype,
   seed: () => number,
+  jitter: number,
 ): TensorEntry[] {
   const d = t.modelDim, hd = t.headDim, L = t.numLayers;
-  const ones = (n: number) => () => new Float32Array(n).fill(1);
+  const ones = (n: number) => {
+    if (!jitter) return () => new Float32Array(n).fill(1);
+    const s = seed();
+    return () => normal(n, jitter, s).map((v) => 1 + v);
+  };
   const linear = (out: number, inp: number, scale = 1) => {
     const s = seed();
     return () => normal(out * inp, scale / Math.sqrt(inp), s);
@@ -113,14 +118,59 @@ function transformerEntries(
   return entries;
 }
 
+/** Options for {@link synthesizeModel}: any description, not only named configs. */
+export interface SynthModelOptions {
+  /** The base transformer's sizes. */
+  base: TransformerDescription;
+  /** The auxiliary transformer's sizes (same vocabulary). */
+  auxiliary: TransformerDescription;
+  /** `mapping[i]`: the auxiliary layer whose cache predicts base layer `i`. */
+  mapping: number[];
+  /** The safetensors file to write. */
+  out: string;
+  /** Seed of the deterministic initialisation (default 0). */
+  seed?: number;
+  /** Storage dtype (default F32). */
+  dtype?: Dtype;
+  /** Record the mapping in `__metadata__` (default true; false: only `--mapping` can give it). */
+  recordMapping?: boolean;
+  /**
+   * Norm weights `1 + jitter·N(0,1)` and predictor biases `jitter·N(0,1)`
+   * (default 0: CoreNet's initialisation, norms 1 and biases 0).
+   */
+  jitter?: number;
+  /** Written into `__metadata__.source`. */
+  source?: string;
+  /** Called after each tensor with the count written so far. */
+  onProgress?: (written: number, total: number) => void;
+}
+
 /** Writes a synthetic CoreNet KV-prediction checkpoint to `options.out`. */
-export async function synthesize(options: SynthOptions): Promise<SynthResult> {
+export function synthesize(options: SynthOptions): Promise<SynthResult> {
   const vocab = options.vocab ?? 32000;
-  const dtype = options.dtype ?? "F32";
   const base = config(options.base, vocab, "base config");
   const auxiliary = config(options.aux, vocab, "auxiliary config");
   const mapping = options.mapping ??
     defaultMapping(options.base, options.aux, base.numLayers, auxiliary.numLayers);
+  return synthesizeModel({
+    base,
+    auxiliary,
+    mapping,
+    out: options.out,
+    seed: options.seed,
+    dtype: options.dtype,
+    source: `kvpred synth: base ${options.base}, auxiliary ${options.aux}, seed ${
+      options.seed ?? 0
+    }`,
+    onProgress: options.onProgress,
+  });
+}
+
+/** Writes a synthetic KV-prediction checkpoint of any sizes to `options.out`. */
+export async function synthesizeModel(options: SynthModelOptions): Promise<SynthResult> {
+  const { base, auxiliary, mapping } = options;
+  const dtype = options.dtype ?? "F32";
+  const jitter = options.jitter ?? 0;
   if (mapping.length !== base.numLayers || mapping.some((a) => a >= auxiliary.numLayers)) {
     throw new CheckpointError(
       `mapping ${mapping}: expected ${base.numLayers} entries in 0..${auxiliary.numLayers - 1}`,
@@ -129,14 +179,15 @@ export async function synthesize(options: SynthOptions): Promise<SynthResult> {
   let counter = (options.seed ?? 0) * 1_000_003;
   const seed = () => (counter = (counter + 0x9e3779b9) >>> 0);
   const entries = [
-    ...transformerEntries("base", base, dtype, seed),
-    ...transformerEntries("auxiliary", auxiliary, dtype, seed),
+    ...transformerEntries("base", base, dtype, seed, jitter),
+    ...transformerEntries("auxiliary", auxiliary, dtype, seed, jitter),
   ];
   mapping.forEach((a, i) => {
     const out = base.numKvHeads[i] * base.headDim;
     const inp = auxiliary.numKvHeads[a] * auxiliary.headDim;
     for (const kind of ["key", "value"] as const) {
       const s = seed();
+      const b = jitter ? seed() : 0;
       entries.push(
         {
           name: predictorName(i, `${kind}Weight`),
@@ -148,7 +199,7 @@ export async function synthesize(options: SynthOptions): Promise<SynthResult> {
           name: predictorName(i, `${kind}Bias`),
           dtype,
           shape: [out],
-          data: () => new Float32Array(out),
+          data: () => jitter ? normal(out, jitter, b) : new Float32Array(out),
         },
       );
     }
@@ -156,10 +207,8 @@ export async function synthesize(options: SynthOptions): Promise<SynthResult> {
   await writeSafetensors(options.out, entries, {
     metadata: {
       format: "pt",
-      source: `kvpred synth: base ${options.base}, auxiliary ${options.aux}, seed ${
-        options.seed ?? 0
-      }`,
-      [MAPPING_METADATA_KEY]: JSON.stringify(mapping),
+      source: options.source ?? `kvpred synthesizeModel, seed ${options.seed ?? 0}`,
+      ...(options.recordMapping ?? true ? { [MAPPING_METADATA_KEY]: JSON.stringify(mapping) } : {}),
     },
     onProgress: options.onProgress,
   });
