@@ -28,6 +28,7 @@ import {
   parsePositive,
   UsageError,
 } from "./_args.ts";
+import { bundleMapping } from "./_mapping.ts";
 
 /** A description from named configs (no checkpoint needed). */
 export function describeConfigs(
@@ -85,7 +86,11 @@ export async function describeFrom(
       `${command}: give one of --bundle, a checkpoint, or --base-config/--aux-config`,
     );
   }
-  if (values.bundle) return (await readManifest(values.bundle)).model;
+  if (values.bundle) {
+    const manifest = await readManifest(values.bundle);
+    bundleMapping(manifest, values.bundle, values.mapping);
+    return manifest.model;
+  }
   if (named) {
     if (!values["base-config"] || !values["aux-config"]) {
       throw new UsageError(`${command}: --base-config and --aux-config go together`);

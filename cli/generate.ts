@@ -22,6 +22,7 @@ import { variantFromName } from "../converters/model/precision.ts";
 import { bundleVariants, parseBlockSize } from "./_dtype.ts";
 import { chooseTokenizer } from "./_text.ts";
 import { describeFrom } from "./flops.ts";
+import { bundleMapping } from "./_mapping.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
 import type { GenerateResult } from "../runtime/greedy.ts";
@@ -154,6 +155,7 @@ ${verifyHelp(22)}
       if (!values.bundle) throw new UsageError("generate: --runtime ort needs --bundle DIR");
       const manifest = await readManifest(values.bundle);
       const [variant] = bundleVariants(manifest, values.dtype);
+      bundleMapping(manifest, values.bundle, values.mapping);
       check(manifest.model);
       await verifyFromCli(values.bundle, manifest, verify);
       const model = await OrtModel.load(values.bundle, {
@@ -169,6 +171,7 @@ ${verifyHelp(22)}
       }
     } else {
       let sources: CheckpointSources;
+      let mapping = mappingOption(values.mapping);
       let precision = values.dtype === undefined ? undefined : variantFromName(values.dtype);
       let blockSize = parseBlockSize(values["block-size"]);
       if (values.bundle) {
@@ -176,6 +179,7 @@ ${verifyHelp(22)}
         const variant = findVariant(manifest, bundleVariants(manifest, values.dtype)[0]);
         precision = variant.precision;
         blockSize = variant.blockSize;
+        mapping = bundleMapping(manifest, values.bundle, values.mapping);
         check(manifest.model);
         await verifyFromCli(values.bundle, manifest, verify);
         sources = manifestSources(manifest, values.bundle);
@@ -188,7 +192,7 @@ ${verifyHelp(22)}
         sources = checkpointSources("generate", values);
       }
       const model = await ReferenceModel.load(sources, {
-        mapping: mappingOption(values.mapping),
+        mapping,
         check,
         precision,
         blockSize,

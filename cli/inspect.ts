@@ -31,6 +31,7 @@ import {
   parse,
   UsageError,
 } from "./_args.ts";
+import { bundleMapping } from "./_mapping.ts";
 
 /** What inspect reports (also its `--json` output). */
 export interface InspectReport {
@@ -197,6 +198,7 @@ ${CHECKPOINT_HELP}
       const kind = await otherKind(positionals[0]);
       if (kind === "bundle") {
         const manifest = await readManifest(positionals[0]);
+        bundleMapping(manifest, positionals[0], values.mapping);
         console.log(
           values.json ? JSON.stringify(manifest, null, 2) : formatBundle(positionals[0], manifest),
         );

@@ -33,6 +33,7 @@ import {
   threadsOption,
   UsageError,
 } from "./_args.ts";
+import { bundleMapping } from "./_mapping.ts";
 import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
 
 function parseTolerance(text: string | undefined): number {
@@ -117,6 +118,7 @@ ${verifyHelp(22)}
     const given = hasCheckpoint(values);
     const manifest = await readManifest(values.bundle);
     const variants = bundleVariants(manifest, values.dtype);
+    bundleMapping(manifest, values.bundle, values.mapping);
     const promptSet = values["prompts-file"]
       ? await readPromptIds(values["prompts-file"], "--prompts-file")
       : undefined;

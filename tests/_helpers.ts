@@ -154,3 +154,15 @@ export async function rejectsOneLine(promise: Promise<unknown>, pattern: RegExp)
     return true;
   });
 }
+
+/** Asserts a one-line error on stderr matching `pattern` and exit `code` (2: usage, 1: failure). */
+export async function failsOneLine(args: string[], pattern: RegExp, code: 1 | 2): Promise<void> {
+  const r = await kvpred(...args);
+  assert.equal(r.code, code, `exit code for ${args.join(" ")}: ${r.stderr}`);
+  const lines = r.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line, got:\n${r.stderr}`);
+  assert.match(lines[0], /^kvpred: /);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, "no stack trace");
+  assert.equal(r.stdout, "");
+}

@@ -4,7 +4,15 @@ import assert from "node:assert/strict";
 import { CHECKPOINT_OPTIONS, THREADS_OPTION } from "../cli/_args.ts";
 import { COMMANDS } from "../cli/main.ts";
 import { VERIFY_OPTIONS } from "../cli/_verify.ts";
-import { expected, FIXTURE, FIXTURE_CONFIG, kvpred, maxAbsDiff, tempDir } from "./_helpers.ts";
+import {
+  expected,
+  failsOneLine,
+  FIXTURE,
+  FIXTURE_CONFIG,
+  kvpred,
+  maxAbsDiff,
+  tempDir,
+} from "./_helpers.ts";
 
 const exp = await expected();
 const idsArgs = exp.prompts.flatMap((p) => ["--ids", p.join(",")]);
@@ -114,51 +122,44 @@ Deno.test("every command has --help: exit 0, its usage line and every option it 
   }
 });
 
-/** Asserts a one-line error on stderr matching `pattern` and exit `code` (2: usage, 1: failure). */
-async function fails(args: string[], pattern: RegExp, code: 1 | 2): Promise<void> {
-  const r = await kvpred(...args);
-  assert.equal(r.code, code, `exit code for ${args.join(" ")}: ${r.stderr}`);
-  const lines = r.stderr.trim().split("\n");
-  assert.equal(lines.length, 1, `one line, got:\n${r.stderr}`);
-  assert.match(lines[0], /^kvpred: /);
-  assert.match(lines[0], pattern);
-  assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, "no stack trace");
-  assert.equal(r.stdout, "");
-}
-
 Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, no stack trace", async (ctx) => {
   await using dir = await tempDir();
   const gen = (...a: string[]) => ["generate", "--checkpoint", FIXTURE, ...a];
   await ctx.step(
     "token id ≥ vocabulary (usage: 2)",
-    () => fails(gen("--ids", "1,256"), /token id 256 is outside the vocabulary 0\.\.255/, 2),
+    () => failsOneLine(gen("--ids", "1,256"), /token id 256 is outside the vocabulary 0\.\.255/, 2),
   );
   await ctx.step(
     "empty prompt",
-    () => fails(gen("--ids", ""), /--ids '': a prompt needs at least one token id/, 2),
+    () => failsOneLine(gen("--ids", ""), /--ids '': a prompt needs at least one token id/, 2),
   );
   await ctx.step(
     "malformed ids",
-    () => fails(gen("--ids", "1,x"), /--ids '1,x': expected comma-separated/, 2),
+    () => failsOneLine(gen("--ids", "1,x"), /--ids '1,x': expected comma-separated/, 2),
   );
-  await ctx.step("no prompt", () => fails(gen(), /no prompt given/, 2));
+  await ctx.step("no prompt", () => failsOneLine(gen(), /no prompt given/, 2));
   await ctx.step(
     "unknown option",
-    () => fails(gen("--ids", "1", "--frobnicate"), /Unknown option '--frobnicate'/, 2),
+    () => failsOneLine(gen("--ids", "1", "--frobnicate"), /Unknown option '--frobnicate'/, 2),
   );
   await ctx.step(
     "bad mode",
-    () => fails(gen("--ids", "1", "--mode", "fast"), /--mode 'fast': expected one of kvp, base/, 2),
+    () =>
+      failsOneLine(
+        gen("--ids", "1", "--mode", "fast"),
+        /--mode 'fast': expected one of kvp, base/,
+        2,
+      ),
   );
   await ctx.step(
     "zero max-new-tokens",
-    () => fails(gen("--ids", "1", "--max-new-tokens", "0"), /--max-new-tokens '0'/, 2),
+    () => failsOneLine(gen("--ids", "1", "--max-new-tokens", "0"), /--max-new-tokens '0'/, 2),
   );
   for (const value of ["-1", "-0.5"]) {
     await ctx.step(
       `--max-new-tokens ${value} (a negative value after a space) says it must be ≥ 1`,
       () =>
-        fails(
+        failsOneLine(
           gen("--ids", "1", "--max-new-tokens", value),
           new RegExp(`--max-new-tokens '${value}': must be a whole number ≥ 1$`),
           2,
@@ -168,7 +169,7 @@ Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, n
   await ctx.step(
     "--verify with --no-verify",
     () =>
-      fails(
+      failsOneLine(
         ["generate", "--bundle", dir.path, "--ids", "1", "--verify", "--no-verify"],
         /generate: give --verify or --no-verify, not both/,
         2,
@@ -177,7 +178,7 @@ Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, n
   await ctx.step(
     "unknown config name",
     () =>
-      fails(
+      failsOneLine(
         ["synth", "--base", "tiny-base", "--aux", "nope", "--out", `${dir.path}/x.safetensors`],
         /--aux 'nope': unknown config \(known: .*tiny-aux/,
         2,
@@ -186,7 +187,7 @@ Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, n
   await ctx.step(
     "mapping out of range",
     () =>
-      fails(
+      failsOneLine(
         gen("--ids", "1", "--mapping", "0,0,1,2"),
         /entry 3 is 2, outside the auxiliary layers 0\.\.1/,
         1,
@@ -195,7 +196,7 @@ Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, n
   await ctx.step(
     "missing file",
     () =>
-      fails(
+      failsOneLine(
         ["generate", "--checkpoint", `${dir.path}/no.safetensors`, "--ids", "1"],
         /no\.safetensors: cannot open: no such file$/,
         1,
@@ -223,7 +224,7 @@ Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, n
   await ctx.step("truncated file", async () => {
     const path = `${dir.path}/cut.safetensors`;
     await Deno.writeFile(path, (await Deno.readFile(FIXTURE)).subarray(0, 5000));
-    await fails(
+    await failsOneLine(
       ["inspect", path],
       /cut\.safetensors: header length 7096 is larger than the file/,
       1,
@@ -231,10 +232,15 @@ Deno.test("bad input: one line on stderr, exit 2 for usage and 1 for failures, n
   });
   await ctx.step(
     "incomplete set of part files",
-    () => fails(["generate", "--base", FIXTURE, "--ids", "1"], /missing --aux and --predictor/, 2),
+    () =>
+      failsOneLine(
+        ["generate", "--base", FIXTURE, "--ids", "1"],
+        /missing --aux and --predictor/,
+        2,
+      ),
   );
   await ctx.step(
     "unknown command",
-    () => fails(["frobnicate"], /unknown command 'frobnicate'/, 2),
+    () => failsOneLine(["frobnicate"], /unknown command 'frobnicate'/, 2),
   );
 });
