@@ -46,6 +46,7 @@ export function formatLength(r: LengthReport): string {
     `${(100 * r.flopsEfficiency).toFixed(0)}%`.padStart(6),
     `${gf(r.flopsPerSecond.base)}`.padStart(9),
     `${ms(r.decodeStep.base.median)} / ${ms(r.decodeStep.kvp.median)}`.padStart(16),
+    `${r.decodeTokensPerSecond.base.toFixed(1)}`.padStart(7),
   ].join(" ");
 }
 
@@ -60,13 +61,15 @@ export const TABLE_HEADER = [
   "eff.".padStart(6),
   "GFLOP/s".padStart(9),
   "decode ms b/kvp".padStart(16),
+  "tok/s".padStart(7),
 ].join(" ");
 
 /** What the columns mean, printed under the table. */
 export const TABLE_LEGEND = `TTFT: prompt ids in → first token id out, median (min–max) of the runs;
 speedup: TTFT base-only / TTFT KV prediction of the same variant; FLOPs×: the
 prefill FLOPs ratio; eff.: speedup / FLOPs×; GFLOP/s: base-only prefill FLOPs
-per second; decode: one generation step after prefill, base-only / KV prediction.`;
+per second; decode: median of the --decode-steps generation steps after the
+prompt, base-only / KV prediction; tok/s: base-only decode tokens per second.`;
 
 /** The closing lines: peak MatMul and how close the fp32 base prefill comes to it. */
 export function formatPeak(report: BenchReport): string {
@@ -102,14 +105,16 @@ export const benchCommand: Command = {
   name: "bench",
   summary: "measure TTFT: base-only vs KV prediction, against FLOPs",
   help: `Usage: kvpred bench --bundle DIR [--dtype fp32|q8|…|all] [--prompt-lengths 64,128,256,512]
-                     [--batch 1] [--runtime ort|reference] [--reps N] [--json] [--plot F.svg]
+                     [--batch 1] [--runtime ort|reference] [--reps N] [--decode-steps N]
+                     [--json] [--plot F.svg]
 
 Measures time to first token (prompt ids in → first token id out) for the
 base-only graph and the KV-prediction graph of each variant, alternately in
 one process (every variant and mode in every repetition): median, min and
 max of --reps runs after a warm-up, per prompt length. Reports the speedup,
 the prefill FLOPs ratio and their quotient (FLOPs efficiency), the decode
-step latency of both graphs, the achieved prefill FLOP/s next to the fastest
+step latency of both graphs (the median of --decode-steps greedy steps after
+the prompt, the graphs alternating step by step) and tokens/s, the achieved prefill FLOP/s next to the fastest
 of a few large MatMuls run in the same run, the weight bytes of each variant
 and the CPU's int8 features (VNNI/AMX), which decide int8 speed.
 
@@ -120,6 +125,7 @@ Options:
   --batch B                 prompts per batch (default 1)
   --runtime ort|reference   which runtime (default ort)
   --reps N                  timed runs per mode and length, ≥ 5 (default 5)
+  --decode-steps N          timed generation steps after each prompt, ≥ 32 (default 32)
   --plot F.svg              draw TTFT against prompt length
 ${threadsHelp(28)}
 ${verifyHelp(28)}
@@ -131,6 +137,7 @@ ${verifyHelp(28)}
       batch: { type: "string" },
       runtime: { type: "string" },
       reps: { type: "string" },
+      "decode-steps": { type: "string" },
       plot: { type: "string" },
       dtype: { type: "string" },
       ...THREADS_OPTION,
@@ -150,6 +157,7 @@ ${verifyHelp(28)}
       throw new UsageError(`--prompt-lengths '${values["prompt-lengths"]}': lengths must be ≥ 1`);
     }
     const reps = parsePositive(values.reps, "--reps", 5, 5);
+    const decodeSteps = parsePositive(values["decode-steps"], "--decode-steps", 32, 32);
     const runtime = parseChoice(values.runtime, "--runtime", ["ort", "reference"] as const, "ort");
     const batch = parsePositive(values.batch, "--batch", 1);
     const threads = threadsOption(values.threads);
@@ -161,6 +169,7 @@ ${verifyHelp(28)}
       promptLengths,
       batch,
       reps,
+      decodeSteps,
       runtime,
       threads,
       verify: false,

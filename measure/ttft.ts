@@ -57,8 +57,13 @@ export interface LengthReport {
   flopsEfficiency: number;
   /** Prefill FLOP/s achieved (FLOPs / median TTFT). */
   flopsPerSecond: Record<Mode, number>;
-  /** Latency of one decode step after this prefill (the graphs alternating step by step). */
+  /**
+   * One decode step: the median (min, max) over {@link BenchOptions.decodeSteps}
+   * greedy steps generated after this prompt, the graphs alternating step by step.
+   */
   decodeStep: Record<Mode, Timing>;
+  /** Generated tokens per second in decode: batch · 1000 / median step (ms). */
+  decodeTokensPerSecond: Record<Mode, number>;
 }
 
 /** The fastest of a few large float32 MatMuls run once in every repetition. */
@@ -109,6 +114,8 @@ export interface BenchOptions {
   runtime?: "ort" | "reference";
   /** Seed of the random prompts (default 7). */
   seed?: number;
+  /** Greedy decode steps generated after each prompt and timed (≥ 32; default 32). */
+  decodeSteps?: number;
   /** ONNX Runtime's intra-op threads, for the models and the probe (default: one per core). */
   threads?: number;
   /**
@@ -137,27 +144,26 @@ export function timing(samples: number[]): Timing {
   return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: samples.length };
 }
 
-/** Time from ids in to first token ids out (ms), and a timed decode step from there. */
+/** Time from ids in to first token ids out (ms), and the state to decode from. */
 async function firstToken(
   model: KvpRuntime,
   prompts: number[][],
   mode: Mode,
-): Promise<{ ms: number; decode: () => Promise<number> }> {
+): Promise<{ ms: number; decoder: () => Promise<number> }> {
   const vocab = model.description.base.vocabSize;
   const input = model.batch(prompts);
   const t0 = performance.now();
-  const step = await model.prefill(input, mode);
-  const next = argmaxRows(step.logits, input.batch, vocab);
+  let step = await model.prefill(input, mode);
+  let next = argmaxRows(step.logits, input.batch, vocab);
   const ms = performance.now() - t0;
-  return {
-    ms,
-    decode: async () => {
-      const t1 = performance.now();
-      const out = await model.decode(step, next, 1, mode);
-      argmaxRows(out.logits, input.batch, vocab);
-      return performance.now() - t1;
-    },
+  // Each call generates the next greedy token and returns its time (ms).
+  const decoder = async () => {
+    const t1 = performance.now();
+    step = await model.decode(step, next, 1, mode);
+    next = argmaxRows(step.logits, input.batch, vocab);
+    return performance.now() - t1;
   };
+  return { ms, decoder };
 }
 
 /** A timed `[m,k]·[k,n]` by the given runtime (ms per call). */
@@ -198,9 +204,13 @@ export async function benchBundle(
     reps = 5,
     runtime = "ort",
     seed = 7,
+    decodeSteps = 32,
   } = options;
   const threads = runtime === "ort" ? options.threads ?? defaultThreads() : 1;
   if (reps < 5) throw new RangeError(`reps must be ≥ 5 (SPEC §7), got ${reps}`);
+  if (!Number.isInteger(decodeSteps) || decodeSteps < 32) {
+    throw new RangeError(`decode steps must be a whole number ≥ 32, got ${decodeSteps}`);
+  }
   const manifest = await readManifest(bundle);
   const variants: VariantEntry[] = names.map((n) => findVariant(manifest, n));
   const desc = manifest.model;
@@ -261,17 +271,18 @@ export async function benchBundle(
         // Alternate the order every repetition so drift hits all alike.
         const order = rep % 2 ? [...pairs].reverse() : pairs;
         for (const p of order) {
-          const { ms, decode } = await firstToken(models.get(p.v.name)!, prompts, p.mode);
-          decoders.set(key(p), decode);
+          const { ms, decoder } = await firstToken(models.get(p.v.name)!, prompts, p.mode);
+          decoders.set(key(p), decoder);
           if (rep >= 0) samples.get(key(p))!.push(ms);
         }
         if (rep >= 0) {
           for (let p = 0; p < probes.length; p++) peakSamples[p].push(await probes[p]());
         }
       }
-      // Decode steps are short and memory-bound, so noise swamps them unless the
-      // graphs alternate step by step, many times: max(30, 6·reps) steps each.
-      for (let i = 0; i < Math.max(30, 6 * reps); i++) {
+      // Decode steps are short and memory-bound, so noise swamps any one of them:
+      // each graph generates `decodeSteps` tokens after the last prompt, the
+      // graphs alternating step by step, and the median step is reported.
+      for (let i = 0; i < decodeSteps; i++) {
         for (const p of i % 2 ? [...pairs].reverse() : pairs) {
           decodes.get(key(p))!.push(await decoders.get(key(p))!());
         }
@@ -294,6 +305,10 @@ export async function benchBundle(
             kvp: flops.kvp / (ttft.kvp.median / 1000),
           },
           decodeStep: { base: t("base", decodes), kvp: t("kvp", decodes) },
+          decodeTokensPerSecond: {
+            base: batch * 1000 / t("base", decodes).median,
+            kvp: batch * 1000 / t("kvp", decodes).median,
+          },
         };
         lengths.push(r);
         options.onLength?.(r);

@@ -107,6 +107,12 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
     for (const mode of ["base", "kvp"] as const) {
       assertTiming(l.ttft[mode], `${what} ttft ${mode}`);
       assertTiming(l.decodeStep[mode], `${what} decode ${mode}`);
+      assert.equal(l.decodeStep[mode].runs, 32, `${what} decode ${mode}: 32 steps timed`);
+      assert.ok(
+        Math.abs(l.decodeTokensPerSecond[mode] * l.decodeStep[mode].median / 1000 - report.batch) <
+          1e-9,
+        `${what} ${mode}: tokens/s is batch / median step`,
+      );
       // FLOP/s times the median TTFT gives back the counted FLOPs.
       const flops = l.flopsPerSecond[mode] * l.ttft[mode].median / 1000;
       assert.ok(Math.abs(flops / count[mode] - 1) < 1e-9, `${what} ${mode}: ${flops} FLOPs`);
@@ -172,4 +178,7 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   const none = await kvpred("bench", "--bundle", bundle, "--threads", "0");
   assert.equal(none.code, 2);
   assert.match(none.stderr, /--threads '0': must be a whole number ≥ 1/);
+  const short = await kvpred("bench", "--bundle", bundle, "--decode-steps", "16");
+  assert.equal(short.code, 2);
+  assert.match(short.stderr, /--decode-steps '16': must be a whole number ≥ 32/);
 });
