@@ -168,8 +168,9 @@ export {
   predictorWeights,
 } from "./fit/calibration.ts";
 export {
-  type ActivationQuant,
   type LayerWeights,
+  type LinearTensor,
+  type LinearWeights,
   loadPredictor,
   loadTransformer,
   type PrecisionOptions,

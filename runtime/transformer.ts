@@ -23,10 +23,9 @@
  * @module
  */
 
-import { matmulT } from "./_matmul.ts";
+import { applyLinear } from "./_linear.ts";
 import { rmsNormRows, ropeInPlace, ropeInvFreq, swiglu } from "./_ops.ts";
-import { quantizeActivations, quantizeTensorUint8 } from "./_quant.ts";
-import type { ActivationQuant, TransformerWeights } from "./weights.ts";
+import type { TransformerWeights } from "./weights.ts";
 
 import type { LayerCache } from "./types.ts";
 
@@ -72,16 +71,13 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
   }
   const cache: LayerCache[] = [];
   const raw: { key: Float32Array; value: Float32Array }[] = [];
-  const lin = w.activations.linear;
   for (let l = 0; l < desc.numLayers; l++) {
     const lw = w.layers[l];
     const q = desc.numQueryHeads[l], k = desc.numKvHeads[l];
     const heads = q + 2 * k;
     const h = x.slice();
     rmsNormRows(h, B * S, d, lw.attnNorm, desc.normEps);
-    const linear = (x: Float32Array, k: number, w: Float32Array, n: number) =>
-      matmulT(actQuant(x, B * S, k, lin), B * S, k, w, n);
-    const qkv = linear(h, d, lw.qkv, heads * hd);
+    const qkv = applyLinear(h, B * S, lw.qkv);
     if (input.keepRaw) raw.push(splitKv(qkv, B, S, q, k, hd));
     for (let r = 0; r < B * S; r++) {
       const pos = input.positions[r];
@@ -94,12 +90,12 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
     const layerCache = appendCache(input.past?.[l], qkv, B, S, q, k, hd, past);
     cache.push(layerCache);
     const attn = attend(qkv, layerCache, input.valid, B, S, q, k, hd, past);
-    const proj = linear(attn, q * hd, lw.outProj, d);
+    const proj = applyLinear(attn, B * S, lw.outProj);
     for (let i = 0; i < x.length; i++) x[i] += proj[i];
     const g = x.slice();
     rmsNormRows(g, B * S, d, lw.ffnNorm, desc.normEps);
     const f = desc.ffnDims[l];
-    const y = linear(swiglu(linear(g, d, lw.proj1, 2 * f), B * S, f), f, lw.proj2, d);
+    const y = applyLinear(swiglu(applyLinear(g, B * S, lw.proj1), B * S, f), B * S, lw.proj2);
     for (let i = 0; i < x.length; i++) x[i] += y[i];
   }
   return {
@@ -107,12 +103,6 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
     cache,
     raw: input.keepRaw ? raw : undefined,
   };
-}
-
-/** The activations as a quantized matmul sees them (unchanged when float32). */
-function actQuant(x: Float32Array, rows: number, k: number, q: ActivationQuant | undefined) {
-  if (!q) return x;
-  return q.per === "tensor" ? quantizeTensorUint8(x) : quantizeActivations(x, rows, k, q.blockSize);
 }
 
 function headLogits(
@@ -131,13 +121,7 @@ function headLogits(
     h.set(x.subarray(src * d, src * d + d), r * d);
   }
   rmsNormRows(h, rows, d, w.norm, w.desc.normEps);
-  return matmulT(
-    actQuant(h, rows, d, w.activations.classifier),
-    rows,
-    d,
-    w.classifier,
-    w.desc.vocabSize,
-  );
+  return applyLinear(h, rows, w.classifier);
 }
 
 /** Copies keys (heads q..q+k) and values (q+k..q+2k) out of `qkv` as `[B, k, S, hd]`. */

@@ -32,16 +32,26 @@ import {
   type Precision,
   type TensorGroup,
 } from "../converters/model/precision.ts";
-import { dequantize, quantizeRows } from "../converters/model/quant.ts";
+import { type LinearWeights, linearWeights } from "./_linear.ts";
 
-/** One transformer layer's weights, keyed as in the name table. */
-export type LayerWeights = Record<LayerTensor, Float32Array>;
+export type { LinearWeights } from "./_linear.ts";
+
+/** The linear layers of a transformer layer (the ones a precision may quantize). */
+export type LinearTensor = "qkv" | "outProj" | "proj1" | "proj2";
+
+/**
+ * One transformer layer's weights, keyed as in the name table: the norms as
+ * float32 vectors, the linear layers as the graph stores them.
+ */
+export type LayerWeights =
+  & Record<Exclude<LayerTensor, LinearTensor>, Float32Array>
+  & Record<LinearTensor, LinearWeights>;
 
 /**
  * The linear weights of a layer (the ones a precision may quantize), `[out, in]`,
  * by which side is the model width: qkv and proj_1 read `d`, out_proj and proj_2 write it.
  */
-const LINEAR: Partial<Record<LayerTensor, "in" | "out">> = {
+const LINEAR: Record<LinearTensor, "in" | "out"> = {
   qkv: "in",
   outProj: "out",
   proj1: "in",
@@ -56,22 +66,11 @@ export interface TransformerWeights {
   embed: Float32Array;
   /** Final norm weight. */
   norm: Float32Array;
-  /** The LM head `[vocab, d]`: the embedding when tied and float32. */
-  classifier: Float32Array;
+  /** The LM head `[vocab, d]` (the embedding when tied), as the graph stores it. */
+  classifier: LinearWeights;
   /** Per layer. */
   layers: LayerWeights[];
-  /**
-   * How activations are quantized before each linear layer (`linear`) and
-   * before the LM head (`classifier`); absent: float32.
-   */
-  activations: Partial<Record<"linear" | "classifier", ActivationQuant>>;
 }
-
-/**
- * Run-time activation quantization: int8 per row and block of `blockSize`
- * (MatMulNBits, accuracy_level 4), or uint8 per tensor (DynamicQuantizeMatMul).
- */
-export type ActivationQuant = { per: "block"; blockSize: number } | { per: "tensor" };
 
 /** Options for {@link loadTransformer}. */
 export interface PrecisionOptions {
@@ -101,36 +100,30 @@ export async function loadTransformer(
   options: PrecisionOptions = {},
 ): Promise<TransformerWeights> {
   const { precision = "fp32", blockSize = DEFAULT_BLOCK_SIZE } = options;
-  // A quantized group holds the dequantized weights: the same values the graph's codes stand for.
-  const asStored = (w: Float32Array, rows: number, group: TensorGroup) => {
-    const q = groupQuant(precision, group, w.length / rows, blockSize);
-    return q ? dequantize(quantizeRows(w, rows, w.length / rows, q)) : w;
+  // A quantized group holds the graph's own codes, computed by the same quantizer.
+  const stored = (w: Float32Array, rows: number, group: TensorGroup) => {
+    const k = w.length / rows;
+    return linearWeights(w, rows, k, groupQuant(precision, group, k, blockSize));
   };
   const layers: LayerWeights[] = [];
   for (let i = 0; i < desc.numLayers; i++) {
-    const layer: Partial<LayerWeights> = {};
+    const layer: Partial<Record<LayerTensor, Float32Array | LinearWeights>> = {};
     for (const key of Object.keys(LAYER_TENSORS) as LayerTensor[]) {
       const w = await index.read(layerName(part, i, key));
-      const side = LINEAR[key];
+      const side = LINEAR[key as LinearTensor];
       const rows = side === "out" ? desc.modelDim : w.length / desc.modelDim;
-      layer[key] = side ? asStored(w, rows, "linear") : w;
+      layer[key] = side ? stored(w, rows, "linear") : w;
     }
     layers.push(layer as LayerWeights);
   }
   const embed = await index.read(modelName(part, "embed"));
   const head = desc.tiedEmbeddings ? embed : await index.read(modelName(part, "classifier"));
-  const act = (group: TensorGroup): ActivationQuant | undefined => {
-    const q = groupQuant(precision, group, 0, blockSize);
-    if (!q) return undefined;
-    return q.op === "DynamicQuantizeMatMul" ? { per: "tensor" } : { per: "block", blockSize };
-  };
   return {
     desc,
     embed,
     norm: await index.read(modelName(part, "norm")),
-    classifier: asStored(head, desc.vocabSize, "classifier"),
+    classifier: stored(head, desc.vocabSize, "classifier"),
     layers,
-    activations: { linear: act("linear"), classifier: act("classifier") },
   };
 }
 
