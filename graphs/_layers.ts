@@ -34,6 +34,15 @@ export function rmsNorm(g: GraphBuilder, x: string, w: string, eps: number): str
   });
 }
 
+/**
+ * Reshape to the concatenation of int64 `dims` tensors, taken literally
+ * (`allowzero`): a dimension that is 0 at run time (an empty prompt part)
+ * stays 0 instead of copying the input's.
+ */
+export function reshapeTo(g: GraphBuilder, x: string, dims: string[]): string {
+  return g.op("Reshape", [x, g.op("Concat", dims, { axis: 0 })], { allowzero: 1 });
+}
+
 /** Slices `x` along `axis` from `start` to `end` (int64 tensors of one element or numbers). */
 export function slice(
   g: GraphBuilder,
@@ -106,6 +115,77 @@ export function attentionBias(g: GraphBuilder, mask: string, newTokens: string):
     const valid = g.op("Unsqueeze", [g.op("Cast", [mask], { to: 9 }), g.ints([1, 2, 3])]);
     const allowed = g.op("And", [causal, valid]);
     return g.op("Where", [allowed, g.floats([0], []), g.floats([MASKED], [])]);
+  });
+}
+
+/**
+ * The K stride ONNX Runtime's float32 GEMM (MLAS SGEMM) uses for an output of
+ * `n` columns: 128, doubled each time the N stride (128) halves to fit `n`
+ * (while it stays above 16). A GEMM over K sums each stride of K on its own
+ * and adds the partial sums to the output, so where the strides fall decides
+ * how the products are grouped.
+ */
+export function sgemmStrideK(n: number): number {
+  let strideN = 128, strideK = 128;
+  while (strideN > 16 && strideN / 2 >= n) {
+    strideN /= 2;
+    strideK *= 2;
+  }
+  return strideK;
+}
+
+/**
+ * softmax(scores)·V over `[B, kv, g, S, T]` scores and `[B, kv, T, hd]` values,
+ * computed so that a query's result is bit-identical however many padded
+ * (masked) key positions precede its keys — the same prompt alone, left-padded,
+ * or in a batch (SPEC §9). ONNX Runtime's Softmax sums each row in SIMD lanes
+ * by index, so padding regroups the sum; here the row's maximum (exact in any
+ * order) is subtracted, `e = exp(s − max)` is elementwise, and numerator and
+ * denominator come from one MatMul `e · [V | 1]`, whose sum over T runs in
+ * order within each K stride. The keys are left-padded with zeros (`e = 0`) to
+ * a multiple of that stride ({@link sgemmStrideK} of hd + 1 columns), so the
+ * strides end at the same distance from the last key in every case, and a
+ * stride of only padding adds exact zeros. The result is `num / den`.
+ */
+export function paddingInvariantAttention(
+  g: GraphBuilder,
+  scores: string,
+  values: string,
+  hd: number,
+): string {
+  return g.scoped("softmax_v", () => {
+    const align = sgemmStrideK(hd + 1);
+    const max = g.op("ReduceMax", [scores], { axes: [-1], keepdims: 1 });
+    const e = g.op("Exp", [g.op("Sub", [scores, max])]);
+    const total = dim(g, values, 2);
+    const pad = g.op("Mod", [
+      g.op("Sub", [g.ints([align]), g.op("Mod", [total, g.ints([align])])]),
+      g.ints([align]),
+    ]);
+    const zero = g.ints([0]);
+    const ePadded = g.op("Pad", [
+      e,
+      g.op("Concat", [zero, zero, zero, zero, pad, zero, zero, zero, zero, zero], { axis: 0 }),
+    ]);
+    // One Pad gives [1…1 ; V | 1]: padded rows meet e = 0, the extra column sums e.
+    const vOnes = g.op("Pad", [
+      values,
+      g.op("Concat", [zero, zero, pad, zero, zero, zero, zero, g.ints([1])], { axis: 0 }),
+      g.floats([1], []),
+    ]);
+    // [B, k, g·S, T'] · [B, k, T', hd + 1]: one GEMM per (row, KV head), as for the scores.
+    const eRows = reshapeTo(g, ePadded, [
+      g.op("Shape", [scores], { start: 0, end: 2 }),
+      g.op("Mul", [dim(g, scores, 2), dim(g, scores, 3)]),
+      dim(g, ePadded, 4),
+    ]);
+    const flat = g.op("MatMul", [eRows, vOnes]);
+    const both = reshapeTo(g, flat, [
+      g.op("Shape", [scores], { start: 0, end: 4 }),
+      g.ints([hd + 1]),
+    ]);
+    const [num, den] = g.opN("Split", [both, g.ints([hd, 1])], 2, { axis: -1 });
+    return g.op("Div", [num, den]);
   });
 }
 
@@ -212,17 +292,27 @@ export function transformerLayer(
       key: append(inputs.past.map((p) => p.key), kr),
       value: append(inputs.past.map((p) => p.value), rawValue),
     };
-    // Queries grouped by the KV head they share: [B, k, g, S, hd]; K/V broadcast over g.
+    // Queries grouped by the KV head they share, g·S rows per KV head: [B, k, g·S, hd].
+    // Every (row, KV head) pair is then one GEMM of the same shape in any batch, so no
+    // batch size changes how ONNX Runtime folds or tiles it.
     const scaled = g.op("Mul", [qr, g.floats([1 / Math.sqrt(hd)], [])]);
-    const grouped = g.op("Transpose", [g.op("Reshape", [scaled, g.ints([0, 0, k, group, hd])])], {
+    const heads5 = g.op("Transpose", [g.op("Reshape", [scaled, g.ints([0, 0, k, group, hd])])], {
       perm: [0, 2, 3, 1, 4],
     });
-    const keysT = g.op("Transpose", [g.op("Unsqueeze", [present.key, g.ints([2])])], {
-      perm: [0, 1, 2, 4, 3],
-    });
-    const scores = g.op("Add", [g.op("MatMul", [grouped, keysT]), inputs.bias]);
-    const probs = g.op("Softmax", [scores], { axis: -1 });
-    const ctx = g.op("MatMul", [probs, g.op("Unsqueeze", [present.value, g.ints([2])])]);
+    const batchAndKv = g.op("Shape", [present.key], { start: 0, end: 2 });
+    const seq = dim(g, qr, 1);
+    const groupRows = reshapeTo(g, heads5, [
+      batchAndKv,
+      g.op("Mul", [seq, g.ints([group])]),
+      g.ints([hd]),
+    ]);
+    const keysT = g.op("Transpose", [present.key], { perm: [0, 1, 3, 2] });
+    const rawScores = g.op("MatMul", [groupRows, keysT]); // [B, k, g·S, T]
+    const scores = g.op("Add", [
+      reshapeTo(g, rawScores, [batchAndKv, g.ints([group]), seq, dim(g, present.key, 2)]),
+      inputs.bias,
+    ]);
+    const ctx = paddingInvariantAttention(g, scores, present.value, hd); // [B, k, g, S, hd]
     const merged = g.op("Reshape", [
       g.op("Transpose", [ctx], { perm: [0, 3, 1, 2, 4] }),
       g.ints([0, 0, q * hd]),
