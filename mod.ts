@@ -168,6 +168,7 @@ export {
   predictorWeights,
 } from "./fit/calibration.ts";
 export {
+  type Int8Weights,
   type LayerWeights,
   type LinearTensor,
   type LinearWeights,

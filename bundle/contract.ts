@@ -21,8 +21,8 @@ import type { PrefillFlops } from "../converters/model/flops.ts";
 import type { KvpDescription } from "../converters/model/model.ts";
 import type { VariantPrecision } from "../converters/model/precision.ts";
 
-/** Bundle format version written in `kvpred.json` (2: precision variants). */
-export const BUNDLE_FORMAT = 2;
+/** Bundle format version written in `kvpred.json` (2: precision variants; 3: batch-invariant attention and per-row q8). */
+export const BUNDLE_FORMAT = 3;
 /** The manifest, at the bundle's root. */
 export const MANIFEST_FILE = "kvpred.json";
 /** transformers.js's model configuration, at the bundle's root. */

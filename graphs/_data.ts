@@ -17,6 +17,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { QUANT_OPS } from "../converters/model/precision.ts";
 import { quantizeRows } from "../converters/model/quant.ts";
 import { writeAll } from "../converters/formats/safetensors_write.ts";
 import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
@@ -82,7 +83,7 @@ export async function writeWeights(
     const data = await read(spec.source, readBuf.subarray(0, size(spec)));
     const [rows, cols] = spec.sourceDims;
     let pieces: Uint8Array[];
-    if (spec.quant?.op === "DynamicQuantizeMatMul") {
+    if (spec.quant && QUANT_OPS[spec.quant.op].weights === "int8") {
       const packed = packDynamicInt8(quantizeRows(data, rows, cols, spec.quant));
       pieces = [bytesOf(packed.weights), bytesOf(packed.scales)];
     } else if (spec.quant) {

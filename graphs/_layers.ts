@@ -18,6 +18,7 @@
 
 import type { TransformerDescription } from "../converters/model/model.ts";
 import type { GraphBuilder } from "./builder.ts";
+import { ROW_QUANT } from "../converters/model/precision.ts";
 
 /** "To the end" for Slice (clamped to the axis; int64 max itself does not survive a JS number). */
 const TO_END = Number.MAX_SAFE_INTEGER;
@@ -223,6 +224,28 @@ export function nbitsLinear(g: GraphBuilder, x: string, w: NBitsWeight): string 
     bits: w.bits,
     block_size: w.blockSize,
     accuracy_level: w.accuracyLevel,
+  });
+}
+
+/**
+ * `x · W` with int8 per-channel `W` (`[K, N]`) and activations quantized per
+ * row: each row is divided by its max |x| (≥ `ROW_QUANT.floor`), so it
+ * spans [−1, 1]; QuantizeLinear with the fixed scale 2/255 and zero point 128
+ * turns it into uint8 codes; MatMulIntegerToFloat runs the int8 GEMM and
+ * scales by 2/255 · wScale[n]; the result is multiplied back by the row's max
+ * |x|. No scale depends on another row, so a prompt's result does not depend
+ * on its batch (DynamicQuantizeMatMul's per-tensor scale does).
+ */
+export function rowQuantizedLinear(g: GraphBuilder, x: string, w: string, wScale: string): string {
+  return g.scoped("rowq8", () => {
+    const amax = g.op("ReduceMax", [g.op("Abs", [x])], { axes: [-1], keepdims: 1 });
+    // ONNX Runtime returns an empty input's own shape from a reduction ([B, 0, K], not
+    // [B, 0, 1]: the empty auxiliary pass of a one-token prompt); the slice keeps one column.
+    const r = g.op("Max", [slice(g, amax, -1, 0, 1), g.floats([ROW_QUANT.floor], [])]);
+    const scale = g.floats([ROW_QUANT.scale], []);
+    const zp = g.uint8([ROW_QUANT.zeroPoint], []);
+    const q = g.op("QuantizeLinear", [g.op("Div", [x, r]), scale, zp]);
+    return g.op("Mul", [g.contrib("MatMulIntegerToFloat", [q, w, scale, wScale, zp]), r]);
   });
 }
 

@@ -29,6 +29,7 @@ import {
   type LinearFn,
   nbitsLinear,
   ropeTables,
+  rowQuantizedLinear,
   transformerLayer,
 } from "./_layers.ts";
 import {
@@ -80,6 +81,9 @@ export class Weights {
     const names = quantNames(spec);
     if (spec.quant.op === "DynamicQuantizeMatMul") {
       return (x) => g.contrib("DynamicQuantizeMatMul", [x, names.codes, names.scales]);
+    }
+    if (spec.quant.op === "MatMulIntegerToFloat") {
+      return (x) => rowQuantizedLinear(g, x, names.codes, names.scales);
     }
     const [n, k] = spec.sourceDims;
     return (x) =>

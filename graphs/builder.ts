@@ -196,13 +196,21 @@ export class GraphBuilder {
     return this.constant("float32", Array.from(values), dims);
   }
 
-  private constant(type: ElemType, values: number[], dims: number[]): string {
+  /** A uint8 constant (deduplicated, stored as an inline initializer). */
+  uint8(values: number[], dims: number[] = [values.length]): string {
+    return this.constant("uint8", values, dims);
+  }
+
+  private constant(type: "int64" | "float32" | "uint8", values: number[], dims: number[]): string {
     const key = `${type}:${dims}:${values}`;
     const known = this.shared.constants.get(key);
     if (known) return known;
-    const name = `const.${type === "int64" ? "i" : "f"}${this.shared.constants.size}`;
+    const name = `const.${
+      type === "int64" ? "i" : type === "uint8" ? "u" : "f"
+    }${this.shared.constants.size}`;
     const tensor: onnxProto.onnx.ITensorProto = { name, dims, dataType: ELEM[type] };
     if (type === "int64") tensor.int64Data = values;
+    else if (type === "uint8") tensor.rawData = Uint8Array.from(values);
     else tensor.rawData = new Uint8Array(new Float32Array(values).buffer);
     this.shared.initializers.push(tensor);
     this.shared.constants.set(key, name);

@@ -35,7 +35,7 @@ import { variantName, type VariantPrecision } from "../converters/model/precisio
 import { sha256File } from "../converters/formats/sha256.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
 import { createHash } from "node:crypto";
-import { ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, groupQuant } from "../converters/model/precision.ts";
+import { DEFAULT_BLOCK_SIZE, groupQuant, QUANT_OPS } from "../converters/model/precision.ts";
 import { isBlockSize } from "../converters/model/quant.ts";
 import { resolveTokenizer } from "../tokenizer/resolve.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
@@ -165,20 +165,17 @@ function variantScheme(precision: VariantPrecision, blockSize: number): TensorGr
     for (const [group, what] of [["linear", "linear layers"], ["classifier", "LM head"]] as const) {
       const q = groupQuant(precision[part], group, 0, blockSize);
       if (part === "auxiliary" && group === "classifier") continue; // never run in a graph
-      const dynamic = q?.op === "DynamicQuantizeMatMul";
+      const perChannel = q && QUANT_OPS[q.op].weights === "int8";
       groups.push(
         q
           ? {
             group: `${part} ${what}`,
             op: `com.microsoft.${q.op}`,
             bits: q.bits,
-            ...(dynamic ? {} : { blockSize: q.blockSize }),
+            ...(perChannel ? {} : { blockSize: q.blockSize }),
             symmetric: q.symmetric,
-            weights: dynamic ? "per output channel" : `blocks of ${q.blockSize} along K`,
-            activations: dynamic
-              ? "uint8 per tensor, asymmetric, at run time (DynamicQuantizeLinear)"
-              : `int8 per row and block of ${q.blockSize}, symmetric, at run time ` +
-                `(accuracy_level ${ACCURACY_LEVEL})`,
+            weights: perChannel ? "per output channel" : `blocks of ${q.blockSize} along K`,
+            activations: QUANT_OPS[q.op].activations(q.blockSize),
           }
           : {
             group: `${part} ${what}`,

@@ -25,6 +25,7 @@ import {
   type GroupQuant,
   groupQuant,
   type Precision,
+  QUANT_OPS,
   type VariantPrecision,
 } from "../converters/model/precision.ts";
 import type { ElemType, ExternalRef } from "./builder.ts";
@@ -39,7 +40,7 @@ export interface WeightSpec {
   sourceDims: number[];
   /** float32 only: stored transposed (`[in, out]`, for MatMul). */
   transpose: boolean;
-  /** Quantized for MatMulNBits or DynamicQuantizeMatMul (source `[N, K]`), else float32. */
+  /** Quantized for one of the QUANT_OPS (source `[N, K]`), else float32. */
   quant?: GroupQuant;
 }
 
@@ -82,7 +83,7 @@ export function storedTensors(spec: WeightSpec): StoredTensor[] {
   const { bits, blockSize, symmetric } = spec.quant;
   const blocks = Math.ceil(k / blockSize);
   const names = quantNames(spec);
-  if (spec.quant.op === "DynamicQuantizeMatMul") {
+  if (QUANT_OPS[spec.quant.op].weights === "int8") {
     return [
       { name: names.codes, dims: [k, n], type: "int8" },
       { name: names.scales, dims: [n], type: "float32" },
@@ -117,7 +118,7 @@ function linear(
   tag = "",
 ): WeightSpec {
   if (!quant) return float(source, dims, true);
-  const q = quant.op === "DynamicQuantizeMatMul"
+  const q = QUANT_OPS[quant.op].weights === "int8"
     ? "int8"
     : `q${quant.bits}b${quant.blockSize}${quant.symmetric ? "s" : "a"}`;
   return { name: `${source}${tag}.${q}`, source, sourceDims: dims, transpose: false, quant };

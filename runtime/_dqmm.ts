@@ -60,31 +60,50 @@ export function quantizeUint8PerTensor(x: Float32Array): Uint8Activations {
   }
   const scale = hi === lo ? 1 : f32(f32(hi - lo) / 255);
   const zeroPoint = roundHalfEven(Math.max(0, Math.min(255, f32(0 - f32(lo / scale)))));
-  const lower = -zeroPoint, upper = 255 - zeroPoint;
   const codes = new Uint8Array(x.length);
+  quantizeUint8(x, scale, zeroPoint, codes);
+  return { codes, scale, zeroPoint };
+}
+
+/**
+ * MLAS QuantizeLinear to uint8 (QuantizeLinear, and DynamicQuantizeLinear's
+ * second step): `RNE(clamp(f32(x / scale), −zp, 255 − zp)) + zp`, a true
+ * division, clamped before rounding.
+ */
+export function quantizeUint8(
+  x: Float32Array,
+  scale: number,
+  zeroPoint: number,
+  codes: Uint8Array,
+  at = 0,
+): void {
+  const lower = -zeroPoint, upper = 255 - zeroPoint;
   for (let i = 0; i < x.length; i++) {
     let v = f32(x[i] / scale);
     v = v > lower ? v : lower; // max_ps(v, lower): NaN → lower
     v = v < upper ? v : upper;
-    codes[i] = roundHalfEven(v) + zeroPoint;
+    codes[at + i] = roundHalfEven(v) + zeroPoint;
   }
-  return { codes, scale, zeroPoint };
 }
 
-/** `x` (`[rows, w.k]`) · Wᵀ through DynamicQuantizeMatMul → `[rows, w.n]`. */
-export function dynamicQuantizeMatMul(
-  x: Float32Array,
+/**
+ * The int8 GEMM and output step shared by DynamicQuantizeMatMul and
+ * MatMulIntegerToFloat: `C = Σ (q − zp)·w` exact, `y = f32(f32(C) · f32(aScale · wScale[n]))`.
+ */
+export function int8Gemm(
+  codes: Uint8Array,
+  zeroPoint: number,
+  aScale: number,
   rows: number,
   w: Int8Weights,
 ): Float32Array {
   const { n: N, k: K } = w;
-  const q = quantizeUint8PerTensor(x.subarray(0, rows * K));
   const multipliers = new Float32Array(N);
-  for (let n = 0; n < N; n++) multipliers[n] = f32(q.scale * w.scales[n]);
+  for (let n = 0; n < N; n++) multipliers[n] = f32(aScale * w.scales[n]);
   const a = new Int16Array(K);
   const y = new Float32Array(rows * N);
   for (let m = 0; m < rows; m++) {
-    for (let k = 0; k < K; k++) a[k] = q.codes[m * K + k] - q.zeroPoint;
+    for (let k = 0; k < K; k++) a[k] = codes[m * K + k] - zeroPoint;
     for (let n = 0; n < N; n++) {
       const row = n * K;
       let acc = 0;
@@ -93,4 +112,14 @@ export function dynamicQuantizeMatMul(
     }
   }
   return y;
+}
+
+/** `x` (`[rows, w.k]`) · Wᵀ through DynamicQuantizeMatMul → `[rows, w.n]`. */
+export function dynamicQuantizeMatMul(
+  x: Float32Array,
+  rows: number,
+  w: Int8Weights,
+): Float32Array {
+  const q = quantizeUint8PerTensor(x.subarray(0, rows * w.k));
+  return int8Gemm(q.codes, q.zeroPoint, q.scale, rows, w);
 }

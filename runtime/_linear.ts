@@ -1,8 +1,9 @@
 /**
  * A linear layer of the reference runtime in the arithmetic of the operator
- * the graph runs it with: float32 `MatMul`, or ONNX Runtime's
- * `MatMulNBits` / `DynamicQuantizeMatMul` CPU kernels emulated exactly
- * (`_nbits.ts`, `_dqmm.ts`). The weights hold the very codes the graph
+ * the graph runs it with: float32 `MatMul`, or ONNX Runtime's CPU kernels for
+ * `MatMulNBits`, the per-row `MatMulIntegerToFloat` construction and
+ * `DynamicQuantizeMatMul`, emulated exactly (`_nbits.ts`, `_rowq8.ts`,
+ * `_dqmm.ts`). The weights hold the very codes the graph
  * stores; one table maps each operator to its kernel.
  *
  * @example
@@ -20,12 +21,14 @@ import { type QuantizedMatrix, quantizeRows } from "../converters/model/quant.ts
 import { dynamicQuantizeMatMul, type Int8Weights } from "./_dqmm.ts";
 import { matmulT } from "./_matmul.ts";
 import { matMulNBits } from "./_nbits.ts";
+import { rowQuantizedMatMul } from "./_rowq8.ts";
 
 /** A linear map `[out, in]` as the graph stores it. */
 export type LinearWeights =
   | { op: "MatMul"; w: Float32Array; n: number; k: number }
   | { op: "MatMulNBits"; q: QuantizedMatrix; n: number; k: number }
-  | { op: "DynamicQuantizeMatMul"; q: Int8Weights; n: number; k: number };
+  | { op: "DynamicQuantizeMatMul"; q: Int8Weights; n: number; k: number }
+  | { op: "MatMulIntegerToFloat"; q: Int8Weights; n: number; k: number };
 
 type Kernel<L> = (x: Float32Array, rows: number, l: L) => Float32Array;
 type Kernels = { [O in LinearWeights["op"]]: Kernel<Extract<LinearWeights, { op: O }>> };
@@ -34,6 +37,7 @@ const KERNELS: Kernels = {
   MatMul: (x, rows, l) => matmulT(x, rows, l.k, l.w, l.n),
   MatMulNBits: (x, rows, l) => matMulNBits(x, rows, l.k, l.q),
   DynamicQuantizeMatMul: (x, rows, l) => dynamicQuantizeMatMul(x, rows, l.q),
+  MatMulIntegerToFloat: (x, rows, l) => rowQuantizedMatMul(x, rows, l.q),
 };
 
 /** `x` (`[rows, l.k]`) through the layer → `[rows, l.n]`. */
@@ -60,7 +64,7 @@ export function linearWeights(
 ): LinearWeights {
   if (!quant) return { op: "MatMul", w, n, k };
   const q = quantizeRows(w, n, k, quant);
-  return quant.op === "DynamicQuantizeMatMul"
-    ? { op: "DynamicQuantizeMatMul", q: int8Weights(q), n, k }
-    : { op: "MatMulNBits", q, n, k };
+  return quant.op === "MatMulNBits"
+    ? { op: "MatMulNBits", q, n, k }
+    : { op: quant.op, q: int8Weights(q), n, k };
 }

@@ -35,6 +35,7 @@ import {
 import { type LinearWeights, linearWeights } from "./_linear.ts";
 
 export type { LinearWeights } from "./_linear.ts";
+export type { Int8Weights } from "./_dqmm.ts";
 
 /** The linear layers of a transformer layer (the ones a precision may quantize). */
 export type LinearTensor = "qkv" | "outProj" | "proj1" | "proj2";

@@ -1,19 +1,14 @@
 /**
- * Quantized variants: the block quantizer and its byte layouts, each
- * quantized operator under ONNX Runtime against an independent emulation
- * written here, the variants of the CoreNet fixture validated against the
- * reference runtime, and their quality on the trained fixture.
- * Tolerances: operators 1e-4 relative to the output's RMS (float32
- * accumulation order); variants as `validate` documents (0.25 |Δ logits|).
+ * Quantized variants: the block quantizer and its byte layouts, the variants
+ * of the CoreNet fixture validated against the reference runtime, and their
+ * quality on the trained fixture (each quantized operator against ONNX
+ * Runtime: tests/ort_kernels_test.ts).
  */
 
 import assert from "node:assert/strict";
-import * as ort from "onnxruntime-node";
 import { dequantize, quantizeRows } from "../converters/model/quant.ts";
 import { Random } from "../converters/random.ts";
-import { packDynamicInt8, packMatMulNBits, packNibbles } from "../graphs/_pack.ts";
-import { encodeModel, GraphBuilder } from "../graphs/builder.ts";
-import { nbitsLinear } from "../graphs/_layers.ts";
+import { packNibbles } from "../graphs/_pack.ts";
 import { convert } from "../graphs/bundle.ts";
 import { validateBundle } from "../measure/validate.ts";
 import { OrtModel } from "../runtime/ort.ts";
@@ -77,110 +72,6 @@ Deno.test("packNibbles: the lower K index in the low nibble; odd widths end in a
     0x98,
     0x0a,
   ]);
-});
-
-/** Independent emulation of MatMulNBits at accuracy_level 4 (float64 sums). */
-function emulateNBits(
-  a: Float32Array,
-  m: number,
-  k: number,
-  w: Float32Array,
-  n: number,
-  block: number,
-): Float64Array {
-  const y = new Float64Array(m * n);
-  for (let r = 0; r < m; r++) {
-    for (let b0 = 0; b0 < k; b0 += block) {
-      const end = Math.min(k, b0 + block);
-      let amax = 0;
-      for (let i = b0; i < end; i++) amax = Math.max(amax, Math.abs(a[r * k + i]));
-      const inv = amax ? Math.fround(127 / amax) : 0, sa = Math.fround(amax / 127);
-      for (let c = 0; c < n; c++) {
-        let s = 0;
-        for (let i = b0; i < end; i++) {
-          const x = Math.fround(a[r * k + i] * inv);
-          let q = Math.round(x);
-          if (Math.abs(x % 1) === 0.5 && q % 2 !== 0) q -= 1; // half to even
-          s += q * w[c * k + i];
-        }
-        y[r * n + c] += sa * s;
-      }
-    }
-  }
-  return y;
-}
-
-async function runOne(model: Uint8Array, a: Float32Array, m: number, k: number) {
-  const session = await ort.InferenceSession.create(model);
-  const out = await session.run({ x: new ort.Tensor("float32", a, [m, k]) });
-  await session.release();
-  return out[session.outputNames[0]].data as Float32Array;
-}
-
-for (const [bits, symmetric, k] of [[4, false, 80], [4, true, 64], [8, true, 96]] as const) {
-  Deno.test(`MatMulNBits ${bits}-bit ${symmetric ? "symmetric" : "zero points"} K=${k}: ORT = emulation`, async () => {
-    const random = new Random(bits * 100 + k);
-    const m = 3, n = 24, block = 32;
-    const w = gaussian(random, n * k, 0.1);
-    const q = quantizeRows(w, n, k, { bits, blockSize: block, symmetric });
-    const packed = packMatMulNBits(q);
-    const g = new GraphBuilder("t");
-    const x = g.input("x", "float32", [m, k]);
-    const blocks = Math.ceil(k / block);
-    const codes = g.constantBytes("codes", "uint8", packed.codes, [n, blocks, (block * bits) / 8]);
-    const scales = g.tensor("scales", packed.scales, [n * blocks]);
-    const zp = symmetric
-      ? undefined
-      : g.constantBytes("zp", "uint8", packed.zeroPoints, [packed.zeroPoints.length]);
-    const y = nbitsLinear(g, x, {
-      codes,
-      scales,
-      zeroPoints: zp,
-      k,
-      n,
-      bits,
-      blockSize: block,
-      accuracyLevel: 4,
-    });
-    g.output(y, "float32", [m, n]);
-    const a = gaussian(random, m * k);
-    const got = await runOne(encodeModel(g.model()), a, m, k);
-    const want = emulateNBits(a, m, k, dequantize(q), n, block);
-    const err = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i])));
-    assert.ok(err < 1e-4 * rms(want), `max |Δ| ${err} vs rms ${rms(want)}`);
-  });
-}
-
-Deno.test("DynamicQuantizeMatMul with per-channel int8 weights: ORT = emulation", async () => {
-  const random = new Random(11);
-  const m = 4, k = 48, n = 20;
-  const w = gaussian(random, n * k, 0.1);
-  const q = quantizeRows(w, n, k, { bits: 8, blockSize: k, symmetric: true });
-  const packed = packDynamicInt8(q);
-  const g = new GraphBuilder("t");
-  const x = g.input("x", "float32", [m, k]);
-  const b = g.constantBytes("w", "int8", new Uint8Array(packed.weights.buffer), [k, n]);
-  const y = g.contrib("DynamicQuantizeMatMul", [x, b, g.tensor("s", packed.scales, [n])]);
-  g.output(y, "float32", [m, n]);
-  const a = gaussian(random, m * k);
-  const got = await runOne(encodeModel(g.model()), a, m, k);
-  // uint8 per tensor, asymmetric, the range always including 0 (DynamicQuantizeLinear).
-  const lo = Math.min(0, ...a), hi = Math.max(0, ...a);
-  const sa = Math.fround((hi - lo) / 255);
-  const even = (v: number) => {
-    const r = Math.round(v);
-    return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-  };
-  const za = Math.min(255, Math.max(0, even(Math.fround(-lo / sa))));
-  const qa = Array.from(a, (v) => Math.min(255, Math.max(0, even(Math.fround(v / sa)) + za)) - za);
-  for (let r = 0; r < m; r++) {
-    for (let c = 0; c < n; c++) {
-      let s = 0;
-      for (let i = 0; i < k; i++) s += qa[r * k + i] * packed.weights[i * n + c];
-      const want = Math.fround(sa * packed.scales[c]) * s;
-      assert.ok(Math.abs(got[r * n + c] - want) <= 1e-5 * Math.max(1, Math.abs(want)));
-    }
-  }
 });
 
 Deno.test("every variant of the CoreNet fixture validates against the reference's same arithmetic", async () => {

@@ -58,17 +58,63 @@ export function variantFromName(name: string): VariantPrecision | undefined {
 export type TensorGroup = "linear" | "classifier" | "embedding" | "predictor" | "norm";
 
 /** The ONNX Runtime operators a quantized group runs as. */
-export type QuantOp = "MatMulNBits" | "DynamicQuantizeMatMul";
+export type QuantOp = "MatMulNBits" | "DynamicQuantizeMatMul" | "MatMulIntegerToFloat";
+
+/** How an operator stores its weights and quantizes its activations. */
+export interface QuantOpScheme {
+  /** `nbits`: MatMulNBits blocks `[N, blocks, bytes]`; `int8`: per-channel `[K, N]` int8. */
+  weights: "nbits" | "int8";
+  /** One scale per activation row, so a row never depends on the rest of its batch. */
+  perRow: boolean;
+  /** What happens to the activations at run time (the manifest's words). */
+  activations: (blockSize: number) => string;
+}
+
+/**
+ * The quantized operators: `MatMulNBits` (block-wise weights; activations
+ * int8 per row and block at `accuracy_level` 4); `MatMulIntegerToFloat`
+ * behind a per-row normalisation (`graphs/_layers.ts` `rowQuantizedLinear`:
+ * each row divided by its max |x|, quantized to uint8 with the fixed scale
+ * 2/255 and zero point 128, the int8 GEMM's output multiplied back by max
+ * |x|); `DynamicQuantizeMatMul` (ONNX Runtime's `quantize_dynamic` form: one
+ * uint8 scale for the whole activation tensor, so a row's result depends on
+ * the other rows of its batch).
+ */
+export const QUANT_OPS: Readonly<Record<QuantOp, QuantOpScheme>> = {
+  MatMulNBits: {
+    weights: "nbits",
+    perRow: true,
+    activations: (b) =>
+      `int8 per row and block of ${b}, symmetric, at run time (accuracy_level ${ACCURACY_LEVEL})`,
+  },
+  MatMulIntegerToFloat: {
+    weights: "int8",
+    perRow: true,
+    activations: () =>
+      "uint8 per row: divided by the row's max |x|, scale 2/255, zero point 128 (QuantizeLinear)",
+  },
+  DynamicQuantizeMatMul: {
+    weights: "int8",
+    perRow: false,
+    activations: () => "uint8 per tensor, asymmetric, at run time (DynamicQuantizeLinear)",
+  },
+};
+
+/**
+ * The fixed activation quantization behind `MatMulIntegerToFloat`: a row
+ * divided by max(max |x|, `floor`) spans [−1, 1], which `scale` 2/255 and
+ * `zeroPoint` 128 map onto uint8 codes; `floor` (the smallest normal
+ * float32) makes an all-zero row divide by it instead of by 0.
+ */
+export const ROW_QUANT: Readonly<{ scale: number; zeroPoint: number; floor: number }> = {
+  scale: Math.fround(2 / 255),
+  zeroPoint: 128,
+  floor: 2 ** -126,
+};
 
 /** A tensor group's quantization: the operator and the weights' scheme. */
 export interface GroupQuant extends BlockQuant {
-  /**
-   * `MatMulNBits`: block-wise weights, activations quantized to int8 per row
-   * and block at run time (`accuracy_level` 4). `DynamicQuantizeMatMul`:
-   * per-channel int8 weights (`blockSize` is the row length), activations
-   * quantized to uint8 per tensor at run time (as ONNX Runtime's
-   * `quantize_dynamic` does): the fastest int8 GEMM for long prompts.
-   */
+  /** The operator ({@link QUANT_OPS}); `int8` ones have per-channel weights (`blockSize` = K). */
   op: QuantOp;
 }
 
@@ -86,7 +132,7 @@ export const PRECISION_PLAN: Readonly<
 > = {
   fp32: {},
   q8: {
-    linear: { op: "DynamicQuantizeMatMul", bits: 8, symmetric: true },
+    linear: { op: "MatMulIntegerToFloat", bits: 8, symmetric: true },
     classifier: { op: "MatMulNBits", bits: 8, symmetric: true },
   },
   q4: {
@@ -113,5 +159,5 @@ export function groupQuant(
 ): GroupQuant | undefined {
   const q = PRECISION_PLAN[precision][group];
   if (!q) return undefined;
-  return { ...q, blockSize: q.op === "DynamicQuantizeMatMul" ? k : blockSize };
+  return { ...q, blockSize: QUANT_OPS[q.op].weights === "int8" ? k : blockSize };
 }
