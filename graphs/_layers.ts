@@ -136,55 +136,70 @@ export function sgemmStrideK(n: number): number {
 }
 
 /**
- * softmax(scores)·V over `[B, kv, g, S, T]` scores and `[B, kv, T, hd]` values,
- * computed so that a query's result is bit-identical however many padded
- * (masked) key positions precede its keys — the same prompt alone, left-padded,
- * or in a batch (SPEC §9). ONNX Runtime's Softmax sums each row in SIMD lanes
- * by index, so padding regroups the sum; here the row's maximum (exact in any
- * order) is subtracted, `e = exp(s − max)` is elementwise, and numerator and
- * denominator come from one MatMul `e · [V | 1]`, whose sum over T runs in
- * order within each K stride. The keys are left-padded with zeros (`e = 0`) to
- * a multiple of that stride ({@link sgemmStrideK} of hd + 1 columns), so the
- * strides end at the same distance from the last key in every case, and a
- * stride of only padding adds exact zeros. The result is `num / den`.
+ * Grouped attention `softmax(q·kᵀ + bias)·v` whose result for a query is
+ * bit-identical however many padded (masked) key positions precede its keys —
+ * the same prompt alone, left-padded, or in a batch at any position (SPEC §9).
+ * Queries come grouped by the KV head they share, `[B, kv, g·S, hd]`, so every
+ * (row, KV head) pair is one GEMM of the same shape in any batch; keys and
+ * values are `[B, kv, T, hd]`, the bias `[B, 1, 1, S, T]`; the result is
+ * `[B, kv, g, S, hd]`. What ONNX Runtime would otherwise make depend on the
+ * batch: its Softmax sums each row in SIMD lanes by index, so padding regroups
+ * the sum; its GEMM sums K in strides, so padding moves where they fall; and
+ * it fuses a Transpose into the MatMul (`transB`), whose kernel rounds
+ * differently by the row's place in the batch. So here: the transposed keys
+ * are left-padded with zeros to a multiple of the K stride of the
+ * `e · [V | 1]` GEMM ({@link sgemmStrideK} of hd + 1 columns), which also
+ * keeps the Transpose out of the MatMul; the bias is padded with −∞ there; the
+ * row's maximum (exact in any order) is subtracted; `e = exp(s − max)` is
+ * elementwise; numerator and denominator come from one MatMul `e · [V | 1]`
+ * (V padded with ones where e = 0), whose strides now end at the same distance
+ * from the last key in every case; the result is `num / den`. A fully masked
+ * (padding) query averages V, as the reference does.
  */
 export function paddingInvariantAttention(
   g: GraphBuilder,
-  scores: string,
+  queries: string,
+  keys: string,
   values: string,
+  bias: string,
+  group: number,
   hd: number,
 ): string {
-  return g.scoped("softmax_v", () => {
+  return g.scoped("attention", () => {
     const align = sgemmStrideK(hd + 1);
-    const max = g.op("ReduceMax", [scores], { axes: [-1], keepdims: 1 });
-    const e = g.op("Exp", [g.op("Sub", [scores, max])]);
-    const total = dim(g, values, 2);
+    const total = dim(g, keys, 2);
     const pad = g.op("Mod", [
       g.op("Sub", [g.ints([align]), g.op("Mod", [total, g.ints([align])])]),
       g.ints([align]),
     ]);
     const zero = g.ints([0]);
-    const ePadded = g.op("Pad", [
-      e,
-      g.op("Concat", [zero, zero, zero, zero, pad, zero, zero, zero, zero, zero], { axis: 0 }),
-    ]);
+    const pads = (...p: string[]) => g.op("Concat", p, { axis: 0 });
+    const keysT = g.op("Pad", [
+      g.op("Transpose", [keys], { perm: [0, 1, 3, 2] }),
+      pads(zero, zero, zero, pad, zero, zero, zero, zero),
+    ]); // [B, k, hd, T']
+    const batchAndKv = g.op("Shape", [keys], { start: 0, end: 2 });
+    const rows = dim(g, queries, 2); // g·S
+    const seq = g.op("Div", [rows, g.ints([group])]);
+    const width = g.op("Add", [total, pad]);
+    const scores = g.op("Add", [
+      reshapeTo(g, g.op("MatMul", [queries, keysT]), [batchAndKv, g.ints([group]), seq, width]),
+      g.op("Pad", [
+        bias,
+        pads(zero, zero, zero, zero, pad, zero, zero, zero, zero, zero),
+        g.floats([-Infinity], []),
+      ]),
+    ]); // [B, k, g, S, T']
+    const max = g.op("ReduceMax", [scores], { axes: [-1], keepdims: 1 });
+    const e = g.op("Exp", [g.op("Sub", [scores, max])]);
     // One Pad gives [1…1 ; V | 1]: padded rows meet e = 0, the extra column sums e.
     const vOnes = g.op("Pad", [
       values,
-      g.op("Concat", [zero, zero, pad, zero, zero, zero, zero, g.ints([1])], { axis: 0 }),
+      pads(zero, zero, pad, zero, zero, zero, zero, g.ints([1])),
       g.floats([1], []),
     ]);
-    // [B, k, g·S, T'] · [B, k, T', hd + 1]: one GEMM per (row, KV head), as for the scores.
-    const eRows = reshapeTo(g, ePadded, [
-      g.op("Shape", [scores], { start: 0, end: 2 }),
-      g.op("Mul", [dim(g, scores, 2), dim(g, scores, 3)]),
-      dim(g, ePadded, 4),
-    ]);
-    const flat = g.op("MatMul", [eRows, vOnes]);
-    const both = reshapeTo(g, flat, [
-      g.op("Shape", [scores], { start: 0, end: 4 }),
-      g.ints([hd + 1]),
-    ]);
+    const flat = g.op("MatMul", [reshapeTo(g, e, [batchAndKv, rows, width]), vOnes]);
+    const both = reshapeTo(g, flat, [batchAndKv, g.ints([group]), seq, g.ints([hd + 1])]);
     const [num, den] = g.opN("Split", [both, g.ints([hd, 1])], 2, { axis: -1 });
     return g.op("Div", [num, den]);
   });
@@ -316,26 +331,24 @@ export function transformerLayer(
       value: append(inputs.past.map((p) => p.value), rawValue),
     };
     // Queries grouped by the KV head they share, g·S rows per KV head: [B, k, g·S, hd].
-    // Every (row, KV head) pair is then one GEMM of the same shape in any batch, so no
-    // batch size changes how ONNX Runtime folds or tiles it.
     const scaled = g.op("Mul", [qr, g.floats([1 / Math.sqrt(hd)], [])]);
     const heads5 = g.op("Transpose", [g.op("Reshape", [scaled, g.ints([0, 0, k, group, hd])])], {
       perm: [0, 2, 3, 1, 4],
     });
-    const batchAndKv = g.op("Shape", [present.key], { start: 0, end: 2 });
-    const seq = dim(g, qr, 1);
     const groupRows = reshapeTo(g, heads5, [
-      batchAndKv,
-      g.op("Mul", [seq, g.ints([group])]),
+      g.op("Shape", [present.key], { start: 0, end: 2 }),
+      g.op("Mul", [dim(g, qr, 1), g.ints([group])]),
       g.ints([hd]),
     ]);
-    const keysT = g.op("Transpose", [present.key], { perm: [0, 1, 3, 2] });
-    const rawScores = g.op("MatMul", [groupRows, keysT]); // [B, k, g·S, T]
-    const scores = g.op("Add", [
-      reshapeTo(g, rawScores, [batchAndKv, g.ints([group]), seq, dim(g, present.key, 2)]),
+    const ctx = paddingInvariantAttention(
+      g,
+      groupRows,
+      present.key,
+      present.value,
       inputs.bias,
-    ]);
-    const ctx = paddingInvariantAttention(g, scores, present.value, hd); // [B, k, g, S, hd]
+      group,
+      hd,
+    ); // [B, k, g, S, hd]
     const merged = g.op("Reshape", [
       g.op("Transpose", [ctx], { perm: [0, 3, 1, 2, 4] }),
       g.ints([0, 0, q * hd]),
