@@ -61,6 +61,7 @@ export { InputError } from "./runtime/errors.ts";
 export { padPrompts, type PromptBatch } from "./runtime/batch.ts";
 export type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./runtime/types.ts";
 export { type LoadOptions, ReferenceModel, type StepResult } from "./runtime/reference.ts";
+export type { LinearInputHook, LinearSite } from "./runtime/transformer.ts";
 export { type GenerateResult, generateWith, greedy } from "./runtime/greedy.ts";
 export { type PrefillFlops, prefillFlops } from "./converters/model/flops.ts";
 export {
@@ -69,7 +70,18 @@ export {
   type OpenElmConfig,
   PUBLISHED_MAPPINGS,
 } from "./converters/model/openelm.ts";
-export { synthesize, type SynthOptions, type SynthResult } from "./converters/model/synth.ts";
+export {
+  synthesize,
+  synthesizeModel,
+  type SynthModelOptions,
+  type SynthOptions,
+  type SynthResult,
+} from "./converters/model/synth.ts";
+export {
+  type RandomKvpSizes,
+  randomKvpSizes,
+  type RandomSizeLimits,
+} from "./converters/model/random_sizes.ts";
 export {
   BundleError,
   type BundleManifest,
@@ -111,11 +123,19 @@ export { matmulModel } from "./graphs/probe.ts";
 export { type OrtLoadOptions, OrtModel, type OrtStep } from "./runtime/ort.ts";
 export {
   type CaseReport,
+  type FreeRunningReport,
   type QualityReport,
+  TOLERANCE,
   validateBundle,
   type ValidateOptions,
   type ValidateReport,
 } from "./measure/validate.ts";
+export {
+  type BatchCheck,
+  checkRandomModel,
+  type PropertyOptions,
+  type PropertyResult,
+} from "./measure/property.ts";
 export {
   benchBundle,
   type BenchOptions,

@@ -69,7 +69,7 @@ for (const variant of ["fp32", "aux-q8_base-q4"]) {
       check.maxLogitDiff.toExponential(2)
     } (tolerance ${check.tolerance}), max |Δ cache| ${
       check.maxCacheDiff.toExponential(2)
-    }, greedy tokens ${check.tokensAgree ? "agree" : "DIFFER"}`,
+    }, greedy tokens ${check.tokensDiffering === 0 ? "agree" : "DIFFER"}`,
   );
 }
 

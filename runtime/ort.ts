@@ -52,6 +52,13 @@ export interface OrtLoadOptions {
   check?: (description: KvpDescription) => void;
   /** Progress of the integrity check (bytes hashed). */
   onVerifyProgress?: Progress;
+  /**
+   * Sees every output of every run, the cache and logits and any other
+   * output a graph has (a validator's tapped graphs expose intermediates).
+   *
+   * @internal ONNX Runtime tensors, which kvpred does not re-export.
+   */
+  onOutputs?: (mode: Mode, outputs: Record<string, ort.Tensor>) => void;
 }
 
 /** A prefill's or decode step's result: the cache held as ONNX Runtime tensors. */
@@ -151,6 +158,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
       feeds[IO.pastValue(i)] = state.past[2 * i + 1];
     }
     const out = await (await this.session(mode)).run(feeds);
+    this.options.onOutputs?.(mode, out);
     const past: ort.Tensor[] = [];
     for (let i = 0; i < base.numLayers; i++) {
       past.push(out[IO.presentKey(i)], out[IO.presentValue(i)]);

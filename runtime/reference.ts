@@ -21,7 +21,7 @@ import type { VariantPrecision } from "../converters/model/precision.ts";
 import { columns, extendMask, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
 import { type GenerateResult, generateWith } from "./greedy.ts";
 import { predictCache } from "./predictor.ts";
-import { forward } from "./transformer.ts";
+import { forward, type LinearInputHook } from "./transformer.ts";
 import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 import {
   loadPredictor,
@@ -52,6 +52,9 @@ export interface LoadOptions {
 
 /** A KV-prediction model held in memory as float32. */
 export class ReferenceModel implements KvpRuntime<StepResult> {
+  /** Sees (and may replace) every linear layer's input in later steps (validation's lockstep). */
+  linearInput?: LinearInputHook;
+
   private constructor(
     readonly description: KvpDescription,
     readonly unknownTensors: string[],
@@ -106,6 +109,7 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
       positions: positionsFromMask(mask, batch, width),
       valid: mask,
       logits: "last",
+      linearInput: this.linearInput,
     });
     return { batch, cache: out.cache, mask, logits: out.logits };
   }
@@ -126,6 +130,7 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
         valid: auxMask,
         logits: auxLogits ? "all" : "none",
         keepRaw: true,
+        linearInput: this.linearInput,
       });
       aux = auxLogits ? out.logits : undefined;
       past = predictCache(
@@ -147,6 +152,7 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
       valid: mask,
       past,
       logits: "last",
+      linearInput: this.linearInput,
     });
     return { batch, cache: out.cache, mask, logits: out.logits, auxLogits: aux };
   }
@@ -179,6 +185,7 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
       valid: mask,
       past: state.cache,
       logits: "last",
+      linearInput: this.linearInput,
     });
     return { batch, cache: out.cache, mask, logits: out.logits };
   }

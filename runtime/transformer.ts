@@ -25,9 +25,27 @@
 
 import { applyLinear } from "./_linear.ts";
 import { rmsNormRows, ropeInPlace, ropeInvFreq, swiglu } from "./_ops.ts";
-import type { TransformerWeights } from "./weights.ts";
+import type { Part } from "../converters/model/model.ts";
+import type { LinearTensor, TransformerWeights } from "./weights.ts";
 
 import type { LayerCache } from "./types.ts";
+
+/** Where a linear layer sits: the transformer, the layer (absent for the LM head) and the tensor. */
+export interface LinearSite {
+  /** The transformer. */
+  part: Part;
+  /** The layer (absent: the LM head). */
+  layer?: number;
+  /** The linear layer. */
+  tensor: LinearTensor | "classifier";
+}
+
+/**
+ * Sees the input `[rows, k]` the reference computed for a linear layer and
+ * returns the input to use (the same array, or another of the same size): a
+ * validator steps the reference in lockstep with ONNX Runtime this way.
+ */
+export type LinearInputHook = (site: LinearSite, x: Float32Array) => Float32Array;
 
 /** What {@link forward} consumes. */
 export interface ForwardInput {
@@ -46,6 +64,8 @@ export interface ForwardInput {
   logits: "last" | "all" | "none";
   /** Also return the new tokens' keys before `k_norm`/RoPE, and values. */
   keepRaw?: boolean;
+  /** Called with every linear layer's input (see {@link LinearInputHook}). */
+  linearInput?: LinearInputHook;
 }
 
 /** What {@link forward} returns. */
@@ -77,7 +97,13 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
     const heads = q + 2 * k;
     const h = x.slice();
     rmsNormRows(h, B * S, d, lw.attnNorm, desc.normEps);
-    const qkv = applyLinear(h, B * S, lw.qkv);
+    const lin = (tensor: LinearTensor, x: Float32Array) =>
+      applyLinear(
+        input.linearInput?.({ part: w.part, layer: l, tensor }, x) ?? x,
+        B * S,
+        lw[tensor],
+      );
+    const qkv = lin("qkv", h);
     if (input.keepRaw) raw.push(splitKv(qkv, B, S, q, k, hd));
     for (let r = 0; r < B * S; r++) {
       const pos = input.positions[r];
@@ -90,16 +116,16 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
     const layerCache = appendCache(input.past?.[l], qkv, B, S, q, k, hd, past);
     cache.push(layerCache);
     const attn = attend(qkv, layerCache, input.valid, B, S, q, k, hd, past);
-    const proj = applyLinear(attn, B * S, lw.outProj);
+    const proj = lin("outProj", attn);
     for (let i = 0; i < x.length; i++) x[i] += proj[i];
     const g = x.slice();
     rmsNormRows(g, B * S, d, lw.ffnNorm, desc.normEps);
     const f = desc.ffnDims[l];
-    const y = applyLinear(swiglu(applyLinear(g, B * S, lw.proj1), B * S, f), B * S, lw.proj2);
+    const y = lin("proj2", swiglu(lin("proj1", g), B * S, f));
     for (let i = 0; i < x.length; i++) x[i] += y[i];
   }
   return {
-    logits: headLogits(w, x, B, S, input.logits),
+    logits: headLogits(w, x, B, S, input.logits, input.linearInput),
     cache,
     raw: input.keepRaw ? raw : undefined,
   };
@@ -111,6 +137,7 @@ function headLogits(
   B: number,
   S: number,
   which: ForwardInput["logits"],
+  hook?: LinearInputHook,
 ): Float32Array {
   const d = w.desc.modelDim;
   if (which === "none") return new Float32Array(0);
@@ -121,7 +148,7 @@ function headLogits(
     h.set(x.subarray(src * d, src * d + d), r * d);
   }
   rmsNormRows(h, rows, d, w.norm, w.desc.normEps);
-  return applyLinear(h, rows, w.classifier);
+  return applyLinear(hook?.({ part: w.part, tensor: "classifier" }, h) ?? h, rows, w.classifier);
 }
 
 /** Copies keys (heads q..q+k) and values (q+k..q+2k) out of `qkv` as `[B, k, S, hd]`. */

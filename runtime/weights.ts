@@ -61,6 +61,8 @@ const LINEAR: Record<LinearTensor, "in" | "out"> = {
 
 /** A whole transformer in memory. */
 export interface TransformerWeights {
+  /** Which transformer of the checkpoint it is. */
+  part: Part;
   /** Its sizes. */
   desc: TransformerDescription;
   /** `[vocab, d]`, float32 (the Gather table). */
@@ -120,6 +122,7 @@ export async function loadTransformer(
   const embed = await index.read(modelName(part, "embed"));
   const head = desc.tiedEmbeddings ? embed : await index.read(modelName(part, "classifier"));
   return {
+    part,
     desc,
     embed,
     norm: await index.read(modelName(part, "norm")),
