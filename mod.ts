@@ -225,3 +225,50 @@ export {
   resolveTokenizer,
   type TokenizerSources,
 } from "./tokenizer/resolve.ts";
+// The server (serve/) and the descriptors for other engines (deploy/).
+export {
+  ApiError,
+  type ApiErrorBody,
+  type ApiErrorOptions,
+  type ApiErrorType,
+} from "./serve/errors.ts";
+export { Sampler, type SamplerOptions } from "./serve/sampling.ts";
+export { type TextDelta, TextStream } from "./serve/text.ts";
+export {
+  type BatchModel,
+  type FinishReason,
+  type Job,
+  type JobResult,
+  QueueFullError,
+  Scheduler,
+  SchedulerClosedError,
+  type SchedulerOptions,
+} from "./serve/scheduler.ts";
+export { type CompletionRequest, parseCompletionRequest } from "./serve/request.ts";
+export { complete, type CompletionContext, type ServedModel } from "./serve/completions.ts";
+export { servedModel, type ServedModelOptions } from "./serve/served.ts";
+export { CompletionServer, type ServerOptions } from "./serve/server.ts";
+export { DEFAULT_STATIC_DIR, StaticFiles } from "./serve/static.ts";
+export { Histogram, type LoadGauge, ServerMetrics } from "./serve/metrics.ts";
+export { ApiKey } from "./serve/auth.ts";
+export {
+  type LoadReport,
+  type LoadRunOptions,
+  type Percentiles,
+  percentiles,
+  runLoad,
+} from "./serve/load.ts";
+export { DeployError } from "./deploy/errors.ts";
+export {
+  type GenaiConfig,
+  genaiConfig,
+  type GenaiOptions,
+  writeGenaiFolder,
+} from "./deploy/genai.ts";
+export {
+  tritonConfig,
+  type TritonOptions,
+  type TritonTensor,
+  tritonTensors,
+  writeTritonRepository,
+} from "./deploy/triton.ts";

@@ -24,6 +24,8 @@ import { validateCommand } from "./validate.ts";
 import { agreeCommand } from "./agree.ts";
 import { pruneCommand } from "./prune.ts";
 import { fitCommand } from "./fit.ts";
+import { serveCommand } from "./serve.ts";
+import { exportCommand } from "./export.ts";
 import { BundleError } from "../bundle/contract.ts";
 import { TokenizerError } from "../tokenizer/errors.ts";
 
@@ -39,6 +41,8 @@ export const COMMANDS: readonly Command[] = [
   pruneCommand,
   fitCommand,
   agreeCommand,
+  serveCommand,
+  exportCommand,
 ];
 
 const HELP = `kvpred — KV Prediction models: import, run, export, check, measure

@@ -193,6 +193,27 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     return this.run(mode, BigInt64Array.from(tokens, BigInt), seq, state, mask);
   }
 
+  /**
+   * The rows `rows` of a state, in that order (a server drops finished
+   * requests this way); leading cache columns that are padding in every kept
+   * row are trimmed.
+   */
+  selectRows(state: OrtStep, rows: readonly number[]): OrtStep {
+    return gatherRows([state], rows.map((row) => [0, row]));
+  }
+
+  /**
+   * Several states as one batch, their rows in order: shorter caches are
+   * left-padded (zeros, mask 0) to the longest. Positions come from the mask
+   * (SPEC §5), so every row decodes as it would alone.
+   */
+  concatRows(states: readonly OrtStep[]): OrtStep {
+    return gatherRows(
+      states,
+      states.flatMap((s, i) => Array.from({ length: s.batch }, (_, row) => [i, row] as const)),
+    );
+  }
+
   /** Greedy generation; `mode` picks the graph (KV prediction or base-only). */
   generate(prompts: readonly number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
     return generateWith(this, prompts, options);
@@ -225,4 +246,48 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     await this.sessions.get(mode)?.release();
     this.sessions.delete(mode);
   }
+}
+
+/**
+ * Rows picked from states (`[state, row]`), right-aligned in one new state:
+ * the cache is as long as the longest kept row's real span (from its first
+ * mask-1 column), shorter rows left-padded with zeros and mask 0.
+ */
+function gatherRows(
+  states: readonly OrtStep[],
+  picks: readonly (readonly [number, number])[],
+): OrtStep {
+  const width = (s: OrtStep) => s.mask.length / s.batch;
+  const span = ([i, row]: readonly [number, number]) => {
+    const s = states[i], w = width(s);
+    const first = s.mask.subarray(row * w, (row + 1) * w).indexOf(1);
+    return first < 0 ? 0 : w - first;
+  };
+  const total = Math.max(0, ...picks.map(span));
+  const batch = picks.length;
+  const mask = new Uint8Array(batch * total);
+  const vocab = states[0].logits.length / states[0].batch;
+  const logits = new Float32Array(batch * vocab);
+  picks.forEach(([i, row], b) => {
+    const s = states[i], w = width(s), c = Math.min(total, w);
+    mask.set(s.mask.subarray((row + 1) * w - c, (row + 1) * w), (b + 1) * total - c);
+    logits.set(s.logits.subarray(row * vocab, (row + 1) * vocab), b * vocab);
+  });
+  const past = states[0].past.map((first, t) => {
+    const [, heads, , headDim] = first.dims;
+    const data = new Float32Array(batch * heads * total * headDim);
+    picks.forEach(([i, row], b) => {
+      const src = states[i].past[t], w = src.dims[2], c = Math.min(total, w);
+      const from = src.data as Float32Array;
+      for (let h = 0; h < heads; h++) {
+        const at = ((row * heads + h) * w + w - c) * headDim;
+        data.set(
+          from.subarray(at, at + c * headDim),
+          ((b * heads + h) * total + total - c) * headDim,
+        );
+      }
+    });
+    return new ort.Tensor("float32", data, [batch, heads, total, headDim]);
+  });
+  return { batch, mask, past, logits };
 }

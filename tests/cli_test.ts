@@ -104,6 +104,8 @@ Deno.test("every command has --help: exit 0, its usage line and every option it 
       "prune",
       "fit",
       "agree",
+      "serve",
+      "export",
     ],
   );
   const top = await kvpred("--help");
