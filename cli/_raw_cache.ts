@@ -24,6 +24,9 @@ import type { OpenedPart } from "../converters/part.ts";
 import type { Part } from "../converters/model/model.ts";
 import { rawCacheLayout, writeRawCacheModel } from "../graphs/raw_cache.ts";
 import { OrtRawCache, type RawCacheRunner, referenceRawCache } from "../fit/raw_cache.ts";
+import { OrtCrossProducts } from "../fit/cross_products.ts";
+import { type CrossProducts, jsCrossProducts } from "../fit/ridge.ts";
+import { crossProductModel } from "../graphs/probe.ts";
 import { loadTransformer } from "../runtime/weights.ts";
 import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { UsageError } from "./_args.ts";
@@ -56,10 +59,12 @@ export interface RunnerOptions {
   signal?: AbortSignal;
 }
 
-/** Both runners, and what frees them. */
+/** Both runners, what computes the fit's statistics, and what frees them. */
 export interface Runners {
   base: RawCacheRunner;
   aux: RawCacheRunner;
+  /** The statistics' `Aᵀ·B`: ONNX Runtime's float64 GEMM for `ort`, JavaScript for `reference`. */
+  products: CrossProducts;
   /** Releases the sessions and removes the temporary models. */
   release(): Promise<void>;
 }
@@ -74,7 +79,7 @@ export async function openRawCacheRunners(
   if (engine === "reference") {
     const b = referenceRawCache(await loadTransformer(base.index, "base", base.description));
     const a = referenceRawCache(await loadTransformer(aux.index, "auxiliary", aux.description));
-    return { base: b, aux: a, release: () => Promise.resolve() };
+    return { base: b, aux: a, products: jsCrossProducts, release: () => Promise.resolve() };
   }
   let dir: string;
   try {
@@ -86,8 +91,10 @@ export async function openRawCacheRunners(
     );
   }
   const opened: OrtRawCache[] = [];
+  let products: OrtCrossProducts | undefined;
   const release = async () => {
     for (const r of opened) await r.release();
+    await products?.release();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   try {
@@ -118,7 +125,8 @@ export async function openRawCacheRunners(
         await OrtRawCache.load(`${dir}/${part}.onnx`, p.description, { threads: options.threads }),
       );
     }
-    return { base: opened[0], aux: opened[1], release };
+    products = await OrtCrossProducts.create(crossProductModel(), options.threads);
+    return { base: opened[0], aux: opened[1], products, release };
   } catch (e) {
     await release();
     throw e;

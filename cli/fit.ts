@@ -183,6 +183,7 @@ async function runFit(
   try {
     fit = await fitKvPredictor(runners.base, runners.aux, mapping, fitWindows, {
       ...options,
+      products: runners.products,
       onProgress: bar,
     });
   } catch (e) {

@@ -39,7 +39,7 @@
 import { predictorName } from "../converters/model/names.ts";
 import type { TensorEntry } from "../converters/formats/safetensors_write.ts";
 import { InputError } from "../runtime/errors.ts";
-import { RidgeAccumulator, type RidgeFit } from "./ridge.ts";
+import { type CrossProducts, RidgeAccumulator, type RidgeFit } from "./ridge.ts";
 import type { TransformerDescription } from "../converters/model/model.ts";
 import type { RawCacheRunner } from "./raw_cache.ts";
 import type { PredictorWeights } from "../runtime/weights.ts";
@@ -52,6 +52,8 @@ export interface FitKvOptions {
   onProgress?: (tokens: number, total: number) => void;
   /** Stops the fit between sequences (it rejects with the signal's reason). */
   signal?: AbortSignal;
+  /** What computes the statistics' products (default JavaScript: `jsCrossProducts`). */
+  products?: CrossProducts;
 }
 
 /** One base layer's fitted key and value maps. */
@@ -172,13 +174,13 @@ export async function fitKvPredictor(
       width: width(base, i),
     }))
   );
-  const acc = new RidgeAccumulator(inputs, targets);
+  const acc = new RidgeAccumulator(inputs, targets, options.products);
   const total = sequences.reduce((s, q) => s + q.length, 0);
   let done = 0;
   for (const ids of sequences) {
     await checkSignal(options.signal);
     const x = await aux.run(ids), y = await base.run(ids);
-    acc.add(
+    await acc.add(
       ids.length,
       [...x.map((l) => l.key), ...x.map((l) => l.value)],
       [...y.map((l) => l.key), ...y.map((l) => l.value)],

@@ -14,7 +14,7 @@
  * import { RidgeAccumulator } from "./ridge.ts";
  * const acc = new RidgeAccumulator([{ name: "x", width: 1 }], [{ name: "y", input: 0, width: 1 }]);
  * // y = 2x + 1 on three rows.
- * acc.add(3, [new Float32Array([0, 1, 2])], [new Float32Array([1, 3, 5])]);
+ * await acc.add(3, [new Float32Array([0, 1, 2])], [new Float32Array([1, 3, 5])]);
  * const [fit] = acc.solve({ ridge: 0 });
  * console.log(fit.weight[0], fit.bias[0]); // ≈ 2, ≈ 1
  * ```
@@ -70,6 +70,38 @@ export interface RidgeFit {
   relativeBaseline: number;
 }
 
+/**
+ * Computes `Aᵀ·B` in float64 for row-major `A` `[rows, p]` and `B`
+ * `[rows, q]`, returning `[p, q]` row-major: the statistics' one heavy step.
+ */
+export interface CrossProducts {
+  /** `aᵀ · b`. */
+  product(
+    a: Float64Array,
+    b: Float64Array,
+    rows: number,
+    p: number,
+    q: number,
+  ): Float64Array | Promise<Float64Array>;
+}
+
+/** `Aᵀ·B` in JavaScript, row by row (no native code; what the reference engine uses). */
+export const jsCrossProducts: CrossProducts = {
+  product(a, b, rows, p, q) {
+    const out = new Float64Array(p * q);
+    for (let r = 0; r < rows; r++) {
+      const ao = r * p, bo = r * q;
+      for (let i = 0; i < p; i++) {
+        const x = a[ao + i];
+        if (x === 0) continue;
+        const oo = i * q;
+        for (let j = 0; j < q; j++) out[oo + j] += x * b[bo + j];
+      }
+    }
+    return out;
+  },
+};
+
 /** Relative pivot below which a Cholesky factorisation is taken as singular. */
 const PIVOT_TOLERANCE = 1e-11;
 
@@ -99,6 +131,8 @@ export class RidgeAccumulator {
     readonly inputs: readonly RidgeInput[],
     /** The targets, each naming its input group. */
     readonly targets: readonly RidgeTarget[],
+    /** What computes each chunk's products (default {@link jsCrossProducts}). */
+    readonly products: CrossProducts = jsCrossProducts,
   ) {
     for (const t of targets) {
       if (!Number.isInteger(t.input) || t.input < 0 || t.input >= inputs.length) {
@@ -123,13 +157,16 @@ export class RidgeAccumulator {
 
   /**
    * Adds `rows` rows: `inputs[g]` is `[rows, width_g]` for every input group,
-   * `targets[t]` is `[rows, width_t]` for every target (row-major).
+   * `targets[t]` is `[rows, width_t]` for every target (row-major). Per input
+   * group one product `Xcᵀ · [Xc | Y_t …]` of the chunk (centred inputs
+   * against themselves and every target read from them) feeds the co-moment
+   * and the cross moments; the accumulator's {@link CrossProducts} computes it.
    */
-  add(
+  async add(
     rows: number,
     inputs: readonly (Float32Array | Float64Array)[],
     targets: readonly (Float32Array | Float64Array)[],
-  ): void {
+  ): Promise<void> {
     if (rows === 0) return;
     if (inputs.length !== this.inputs.length || targets.length !== this.targets.length) {
       throw new RangeError(
@@ -143,69 +180,63 @@ export class RidgeAccumulator {
       }
       return centre(x, rows, w);
     });
+    this.targets.forEach((t, ti) => {
+      if (targets[ti].length !== rows * t.width) {
+        throw new RangeError(`${t.name}: ${targets[ti].length} values for ${rows}×${t.width}`);
+      }
+    });
     const nA = this.#n, n = nA + rows;
     const f = (nA * rows) / n;
-    const inputDelta = centred.map(({ mean }, g) => sub(mean, this.#inputs[g].mean));
-    this.targets.forEach((t, ti) => {
-      const y = targets[ti];
-      if (y.length !== rows * t.width) {
-        throw new RangeError(`${t.name}: ${y.length} values for ${rows}×${t.width}`);
-      }
-      const state = this.#targets[ti];
-      const w = this.inputs[t.input].width;
-      const yMean = columnMean(y, rows, t.width);
-      const dy = sub(yMean, state.mean);
-      // Σ (x−x̄_B)(y−ȳ_B)ᵀ = Σ (x−x̄_B) yᵀ, since the centred x sum to zero.
-      const xc = centred[t.input].values;
-      const cross = state.cross, out = t.width;
+    for (const [g, { width: w }] of this.inputs.entries()) {
+      const readers = this.targets.flatMap((t, ti) => (t.input === g ? [ti] : []));
+      // [Xc | Y_t1 | Y_t2 …], row-major: one product per input group and chunk.
+      const widths = [w, ...readers.map((ti) => this.targets[ti].width)];
+      const total = widths.reduce((a, b) => a + b, 0);
+      const right = new Float64Array(rows * total);
+      const xc = centred[g].values;
       for (let r = 0; r < rows; r++) {
-        const xo = r * w, yo = r * out;
-        for (let p = 0; p < w; p++) {
-          const a = xc[xo + p];
-          if (a === 0) continue;
-          const co = p * out;
-          for (let o = 0; o < out; o++) cross[co + o] += a * y[yo + o];
+        right.set(xc.subarray(r * w, (r + 1) * w), r * total);
+        let at = r * total + w;
+        for (const ti of readers) {
+          const out = this.targets[ti].width;
+          right.set(targets[ti].subarray(r * out, (r + 1) * out), at);
+          at += out;
         }
       }
-      let ss = 0;
-      for (let r = 0; r < rows; r++) {
-        for (let o = 0; o < out; o++) {
-          const d = y[r * out + o] - yMean[o];
-          ss += d * d;
+      const product = await this.products.product(xc, right, rows, w, total);
+      const state = this.#inputs[g];
+      const dx = sub(centred[g].mean, state.mean);
+      for (let p = 0; p < w; p++) {
+        for (let q = p; q < w; q++) {
+          state.moment[p * w + q] += product[p * total + q] + f * dx[p] * dx[q];
         }
       }
-      const dx = inputDelta[t.input];
-      if (nA > 0) {
+      let offset = w;
+      for (const ti of readers) {
+        // Σ (x−x̄_B)(y−ȳ_B)ᵀ = Σ (x−x̄_B) yᵀ, since the centred x sum to zero.
+        const out = this.targets[ti].width, t = this.#targets[ti], y = targets[ti];
+        const yMean = columnMean(y, rows, out);
+        const dy = sub(yMean, t.mean);
         for (let p = 0; p < w; p++) {
-          const a = f * dx[p];
-          for (let o = 0; o < out; o++) cross[p * out + o] += a * dy[o];
+          for (let o = 0; o < out; o++) {
+            t.cross[p * out + o] += product[p * total + offset + o] + f * dx[p] * dy[o];
+          }
         }
-      }
-      let dd = 0;
-      for (let o = 0; o < out; o++) dd += dy[o] * dy[o];
-      state.sumSquares += ss + f * dd;
-      for (let o = 0; o < out; o++) state.mean[o] += (dy[o] * rows) / n;
-    });
-    this.inputs.forEach(({ width: w }, g) => {
-      const state = this.#inputs[g], m = state.moment, xc = centred[g].values;
-      for (let r = 0; r < rows; r++) {
-        const xo = r * w;
-        for (let p = 0; p < w; p++) {
-          const a = xc[xo + p];
-          if (a === 0) continue;
-          const mo = p * w;
-          for (let q = p; q < w; q++) m[mo + q] += a * xc[xo + q];
+        let ss = 0;
+        for (let r = 0; r < rows; r++) {
+          for (let o = 0; o < out; o++) {
+            const d = y[r * out + o] - yMean[o];
+            ss += d * d;
+          }
         }
-      }
-      const dx = inputDelta[g];
-      if (nA > 0) {
-        for (let p = 0; p < w; p++) {
-          const a = f * dx[p];
-          for (let q = p; q < w; q++) m[p * w + q] += a * dx[q];
-        }
+        let dd = 0;
+        for (let o = 0; o < out; o++) dd += dy[o] * dy[o];
+        t.sumSquares += ss + f * dd;
+        for (let o = 0; o < out; o++) t.mean[o] += (dy[o] * rows) / n;
+        offset += out;
       }
       for (let p = 0; p < w; p++) state.mean[p] += (dx[p] * rows) / n;
-    });
+    }
     this.#n = n;
   }
 

@@ -98,7 +98,7 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Math.sqrt(d / n);
 }
 
-function fitOnce(
+async function fitOnce(
   x: Float32Array,
   y: Float32Array,
   rows: number,
@@ -106,7 +106,7 @@ function fitOnce(
   out: number,
   ridge: number,
   chunks = [rows],
-): RidgeFit {
+): Promise<RidgeFit> {
   const acc = new RidgeAccumulator([{ name: "x", width: inp }], [{
     name: "y",
     input: 0,
@@ -114,7 +114,9 @@ function fitOnce(
   }]);
   let at = 0;
   for (const c of chunks) {
-    acc.add(c, [x.subarray(at * inp, (at + c) * inp)], [y.subarray(at * out, (at + c) * out)]);
+    await acc.add(c, [x.subarray(at * inp, (at + c) * inp)], [
+      y.subarray(at * out, (at + c) * out),
+    ]);
     at += c;
   }
   assert.equal(acc.count, rows);
@@ -123,11 +125,11 @@ function fitOnce(
 
 const [ROWS, IN, OUT] = [400, 64, 24];
 
-Deno.test("ridge: a noise-free planted W, b is recovered to 1e-6 (inputs offset from 0)", () => {
+Deno.test("ridge: a noise-free planted W, b is recovered to 1e-6 (inputs offset from 0)", async () => {
   const r = new Random(7);
   const x = gaussian(r, ROWS, IN, 2, 5);
   const { W, b, y } = planted(r, x, ROWS, IN, OUT);
-  const fit = fitOnce(x, y, ROWS, IN, OUT, 0);
+  const fit = await fitOnce(x, y, ROWS, IN, OUT, 0);
   assert.ok(relDiff(fit.weight, W) < 1e-6, `W ${relDiff(fit.weight, W)}`);
   assert.ok(relDiff(fit.bias, b) < 1e-6, `b ${relDiff(fit.bias, b)}`);
   // y was rounded to float32: the residual is float32 rounding, ~1e-8 relative.
@@ -136,12 +138,12 @@ Deno.test("ridge: a noise-free planted W, b is recovered to 1e-6 (inputs offset 
   assert.ok(relDiff(fit.weight, ge.W) < 1e-6 && relDiff(fit.bias, ge.b) < 1e-6);
 });
 
-Deno.test("ridge: with noise and λ > 0 it equals the closed form solved independently", () => {
+Deno.test("ridge: with noise and λ > 0 it equals the closed form solved independently", async () => {
   const r = new Random(11);
   const x = gaussian(r, ROWS, IN, 1.5, -1);
   const { y } = planted(r, x, ROWS, IN, OUT, 0.05);
   for (const ridge of [0, 0.5, 40]) {
-    const fit = fitOnce(x, y, ROWS, IN, OUT, ridge);
+    const fit = await fitOnce(x, y, ROWS, IN, OUT, ridge);
     const ge = gaussSolve(x, y, ROWS, IN, OUT, ridge);
     assert.ok(relDiff(fit.weight, ge.W) < 1e-9, `λ ${ridge}: W ${relDiff(fit.weight, ge.W)}`);
     assert.ok(relDiff(fit.bias, ge.b) < 1e-9, `λ ${ridge}: b ${relDiff(fit.bias, ge.b)}`);
@@ -161,20 +163,20 @@ Deno.test("ridge: with noise and λ > 0 it equals the closed form solved indepen
   }
 });
 
-Deno.test("ridge: streaming in uneven chunks equals one chunk", () => {
+Deno.test("ridge: streaming in uneven chunks equals one chunk", async () => {
   const r = new Random(3);
   const x = gaussian(r, ROWS, IN, 1, 100); // a large mean: centring must not lose precision
   const { y } = planted(r, x, ROWS, IN, OUT, 0.1);
   for (const ridge of [0, 1]) {
-    const one = fitOnce(x, y, ROWS, IN, OUT, ridge);
-    const many = fitOnce(x, y, ROWS, IN, OUT, ridge, [1, 7, 100, 42, 250]);
+    const one = await fitOnce(x, y, ROWS, IN, OUT, ridge);
+    const many = await fitOnce(x, y, ROWS, IN, OUT, ridge, [1, 7, 100, 42, 250]);
     assert.ok(relDiff(many.weight, one.weight) < 1e-9, `${relDiff(many.weight, one.weight)}`);
     assert.ok(relDiff(many.bias, one.bias) < 1e-9);
     assert.ok(Math.abs(many.relativeResidual - one.relativeResidual) < 1e-9);
   }
 });
 
-Deno.test("ridge: targets sharing an input group equal separate fits", () => {
+Deno.test("ridge: targets sharing an input group equal separate fits", async () => {
   const r = new Random(5);
   const x = gaussian(r, ROWS, IN);
   const a = planted(r, x, ROWS, IN, 8, 0.1), c = planted(r, x, ROWS, IN, 16, 0.1);
@@ -187,30 +189,33 @@ Deno.test("ridge: targets sharing an input group equal separate fits", () => {
       width: 16,
     }],
   );
-  acc.add(ROWS, [x, z], [a.y, c.y, c.y]);
+  await acc.add(ROWS, [x, z], [a.y, c.y, c.y]);
   const [fa, , fc] = acc.solve({ ridge: 0.1 });
-  assert.ok(relDiff(fa.weight, fitOnce(x, a.y, ROWS, IN, 8, 0.1).weight) < 1e-12);
-  assert.ok(relDiff(fc.weight, fitOnce(x, c.y, ROWS, IN, 16, 0.1).weight) < 1e-12);
+  assert.ok(relDiff(fa.weight, (await fitOnce(x, a.y, ROWS, IN, 8, 0.1)).weight) < 1e-12);
+  assert.ok(relDiff(fc.weight, (await fitOnce(x, c.y, ROWS, IN, 16, 0.1)).weight) < 1e-12);
 });
 
-Deno.test("ridge: λ = 0 on singular equations is a SingularSystemError; λ > 0 solves them", () => {
+Deno.test("ridge: λ = 0 on singular equations is a SingularSystemError; λ > 0 solves them", async () => {
   const r = new Random(9);
   const few = gaussian(r, 30, IN); // 30 rows for 64 features
   const { y } = planted(r, few, 30, IN, OUT);
-  assert.throws(
+  await assert.rejects(
     () => fitOnce(few, y, 30, IN, OUT, 0),
     (e: unknown) =>
       e instanceof SingularSystemError && /singular/.test(e.message) &&
       /positive ridge/.test(e.message) && !e.message.includes("\n"),
   );
-  assert.ok(fitOnce(few, y, 30, IN, OUT, 1e-3).relativeResidual < 1e-3);
+  assert.ok((await fitOnce(few, y, 30, IN, OUT, 1e-3)).relativeResidual < 1e-3);
   const constant = gaussian(r, ROWS, IN);
   for (let t = 0; t < ROWS; t++) constant[t * IN + 3] = 2.5; // a feature that never varies
-  assert.throws(
+  await assert.rejects(
     () => fitOnce(constant, gaussian(r, ROWS, OUT), ROWS, IN, OUT, 0),
     SingularSystemError,
   );
-  assert.throws(() => fitOnce(constant, gaussian(r, ROWS, OUT), ROWS, IN, OUT, -1), RangeError);
+  await assert.rejects(
+    () => fitOnce(constant, gaussian(r, ROWS, OUT), ROWS, IN, OUT, -1),
+    RangeError,
+  );
 });
 
 // ---------------------------------------------------------------------------
