@@ -168,6 +168,8 @@ export {
 export {
   choleskyInPlace,
   choleskySolveInPlace,
+  type CrossProducts,
+  jsCrossProducts,
   RidgeAccumulator,
   type RidgeFit,
   type RidgeInput,
@@ -175,6 +177,7 @@ export {
   type RidgeTarget,
   SingularSystemError,
 } from "./fit/ridge.ts";
+export { OrtCrossProducts } from "./fit/cross_products.ts";
 export {
   type CacheError,
   type EvaluateKvOptions,
