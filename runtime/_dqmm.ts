@@ -25,6 +25,7 @@
  */
 
 import { roundHalfEven } from "./_f32.ts";
+import { int8GemmKernel } from "./_i8gemm.ts";
 
 const f32 = Math.fround;
 
@@ -88,7 +89,8 @@ export function quantizeUint8(
 
 /**
  * The int8 GEMM and output step shared by DynamicQuantizeMatMul and
- * MatMulIntegerToFloat: `C = Σ (q − zp)·w` exact, `y = f32(f32(C) · f32(aScale · wScale[n]))`.
+ * MatMulIntegerToFloat: `C = Σ (q − zp)·w` exact, `y = f32(f32(C) · f32(aScale · wScale[n]))`
+ * (the WebAssembly kernel of `_i8gemm.ts`).
  */
 export function int8Gemm(
   codes: Uint8Array,
@@ -100,18 +102,7 @@ export function int8Gemm(
   const { n: N, k: K } = w;
   const multipliers = new Float32Array(N);
   for (let n = 0; n < N; n++) multipliers[n] = f32(aScale * w.scales[n]);
-  const a = new Int16Array(K);
-  const y = new Float32Array(rows * N);
-  for (let m = 0; m < rows; m++) {
-    for (let k = 0; k < K; k++) a[k] = codes[m * K + k] - zeroPoint;
-    for (let n = 0; n < N; n++) {
-      const row = n * K;
-      let acc = 0;
-      for (let k = 0; k < K; k++) acc += a[k] * w.codes[row + k];
-      y[m * N + n] = f32(f32(acc) * multipliers[n]);
-    }
-  }
-  return y;
+  return int8GemmKernel(codes, zeroPoint, rows, w.codes, multipliers, N, K);
 }
 
 /** `x` (`[rows, w.k]`) · Wᵀ through DynamicQuantizeMatMul → `[rows, w.n]`. */

@@ -4,7 +4,8 @@
  * `MatMulNBits`, the per-row `MatMulIntegerToFloat` construction and
  * `DynamicQuantizeMatMul`, emulated exactly (`_nbits.ts`, `_rowq8.ts`,
  * `_dqmm.ts`). The weights hold the very codes the graph
- * stores; one table maps each operator to its kernel.
+ * stores (MatMulNBits weights also their WebAssembly kernels' layout, built
+ * here once: `prepareNBits`); one table maps each operator to its kernel.
  *
  * @example
  * ```ts
@@ -20,7 +21,7 @@ import type { GroupQuant } from "../converters/model/precision.ts";
 import { type QuantizedMatrix, quantizeRows } from "../converters/model/quant.ts";
 import { dynamicQuantizeMatMul, type Int8Weights } from "./_dqmm.ts";
 import { matmulT } from "./_matmul.ts";
-import { matMulNBits } from "./_nbits.ts";
+import { matMulNBits, prepareNBits } from "./_nbits.ts";
 import { rowQuantizedMatMul } from "./_rowq8.ts";
 
 /** A linear map `[out, in]` as the graph stores it. */
@@ -64,7 +65,7 @@ export function linearWeights(
 ): LinearWeights {
   if (!quant) return { op: "MatMul", w, n, k };
   const q = quantizeRows(w, n, k, quant);
-  return quant.op === "MatMulNBits"
-    ? { op: "MatMulNBits", q, n, k }
-    : { op: quant.op, q: int8Weights(q), n, k };
+  if (quant.op !== "MatMulNBits") return { op: quant.op, q: int8Weights(q), n, k };
+  prepareNBits(q); // the kernels' layout, once at load
+  return { op: "MatMulNBits", q, n, k };
 }

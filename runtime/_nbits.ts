@@ -25,6 +25,9 @@
 
 import type { QuantizedMatrix } from "../converters/model/quant.ts";
 import { cvtps2dq, fma32 } from "./_f32.ts";
+import { nbitsKernel } from "./_nbits_kernel.ts";
+import { layoutWeights, type NBitsLayout, nbitsLayout, weightStride } from "./_nbits_layout.ts";
+import { ensureMemory, scratchMemory } from "./_wasm.ts";
 
 const f32 = Math.fround;
 
@@ -267,13 +270,92 @@ function int8Part(
 export const INT8_BLOCK_SIZES: readonly number[] = [16, 32, 64, 128, 256];
 
 /**
+ * A weight matrix laid out for the WebAssembly kernels (`_nbits_layout.ts`,
+ * `_nbits_kernel.ts`), built once per matrix by {@link prepareNBits}: codes
+ * in lane order, then the float32 scales `[N, blocks]` (16 zero bytes after),
+ * then `QuantBBlkSum = −f32(scale·zp)` as `[⌈N/8⌉, blocks, 8]`.
+ */
+export interface PreparedNBits {
+  /** The lane program and byte layout. */
+  layout: NBitsLayout;
+  /** Codes, scales and block sums, one copy into the kernels' memory. */
+  bytes: Uint8Array;
+  /** Bytes per column of codes. */
+  wStride: number;
+  /** Where the scales start in {@link PreparedNBits.bytes}. */
+  scalesAt: number;
+  /** Where the block sums start. */
+  blockSumsAt: number;
+  /** Least nonzero |scale| (∞ when none); NaN when a scale is not finite. */
+  minScale: number;
+}
+
+const prepared = new WeakMap<QuantizedMatrix, PreparedNBits>();
+
+/** The kernels' layout of `w`, computed on first use and kept as long as `w`. */
+export function prepareNBits(w: QuantizedMatrix): PreparedNBits {
+  let p = prepared.get(w);
+  if (p) return p;
+  const N = w.rows, blocks = w.blocks, bits = w.quant.bits;
+  const layout = nbitsLayout(w.quant.blockSize, blocks);
+  const wStride = weightStride(layout, bits), tiles = Math.ceil(N / 8);
+  const scalesAt = _align(N * wStride), blockSumsAt = _align(scalesAt + 4 * N * blocks + 16);
+  const bytes = new Uint8Array(blockSumsAt + 32 * tiles * blocks);
+  layoutWeights(w.codes, N, layout, bits, bytes);
+  new Float32Array(bytes.buffer, scalesAt, N * blocks).set(w.scales);
+  const bb = new Float32Array(bytes.buffer, blockSumsAt, 8 * tiles * blocks);
+  let minScale = Infinity;
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < blocks; b++) {
+      const sc = w.scales[n * blocks + b];
+      if (!Number.isFinite(sc)) minScale = NaN;
+      else if (sc !== 0 && Math.abs(sc) < minScale) minScale = Math.abs(sc);
+      bb[((n >> 3) * blocks + b) * 8 + (n & 7)] = -f32(sc * w.zeroPoints[n * blocks + b]);
+    }
+  }
+  p = { layout, bytes, wStride, scalesAt, blockSumsAt, minScale };
+  prepared.set(w, p);
+  return p;
+}
+
+const _align = (n: number) => Math.ceil(n / 64) * 64;
+
+/**
+ * Whether every product the kernels form is a multiple of 2^−126 (so no sum
+ * lands in the subnormal float32 range, where their tie test does not
+ * apply): the terms are multiples of ulp(sa)·ulp(sw) ≥ 2^(ea + ew − 46) for
+ * the least nonzero scales' exponents; `sa·sw ≥ 2^−78` gives ea + ew ≥ −79.
+ * Scales must be finite.
+ */
+function _fastPathAllowed(sa: Float32Array, minScale: number): boolean {
+  let least = Infinity;
+  for (let i = 0; i < sa.length; i++) {
+    const v = sa[i];
+    if (!Number.isFinite(v)) return false;
+    if (v !== 0 && v < least) least = v;
+  }
+  return !Number.isNaN(minScale) &&
+    (least === Infinity || minScale === Infinity || least * minScale >= 2 ** -78);
+}
+
+/** Whether the element's kernel instance folds with `FoldAccumulators` (else `hsum`). */
+function _folds(bs: number, bits: 4 | 8, tile: KernelTile): boolean {
+  if (!tile.c4) return false;
+  if (bs <= 32) return true;
+  if (bs === 64) return !(bits === 4 && tile.r2);
+  return !tile.r2;
+}
+
+/**
  * `com.microsoft.MatMulNBits` (accuracy_level 4) on float32 `a` `[M, K]`
  * (leading dimensions flattened into M, as ORT does for a 2-D B):
  * `y[m,n] = f32( f32(int8part + bias) + S )` where the int8 part is the
  * kernel's blocked float accumulation of `f32(sa·sb)·(qa·qb)` (qb unsigned,
  * see {@link kernelTile} for which kernel instance) and `S` the SGEMM
  * (`MlasGemmFloatKernel`, one `fma` per block in K order starting from 0) of
- * `ABlockSum[m,k] · (−f32(sb[n,k]·zp[n,k]))`.
+ * `ABlockSum[m,k] · (−f32(sb[n,k]·zp[n,k]))`. Computed by the WebAssembly
+ * kernels of `_nbits_kernel.ts`; an element whose float32 sums they cannot
+ * vouch for is recomputed by the scalar emulation here, step for step.
  */
 export function matMulNBits(
   a: Float32Array,
@@ -288,31 +370,135 @@ export function matMulNBits(
     throw new RangeError(`block size ${bs}: ONNX Runtime has no int8 kernel for it (not emulated)`);
   }
   const qa = quantizeInt8Blocks(a, M, K, bs);
-  const blocks = qa.blocks, width = blocks * bs;
-  // QuantBBlkSum: −scale·zp (ComputePackBlkSum / Q8ComputePackBlkSum).
-  const bBlkSum = new Float32Array(N * blocks);
-  for (let i = 0; i < N * blocks; i++) {
-    bBlkSum[i] = -f32(w.scales[i] * w.zeroPoints[i]);
-  }
+  const tileFor = options.tileFor ?? ((m: number, n: number) => kernelTile(M, N, m, n));
   const y = new Float32Array(M * N);
-  const s: Scratch = {
-    p: new Int32Array(width),
-    c: new Int32Array(width / 4),
-    acc: new Float32Array(16),
-    y: new Float32Array(8),
-  };
+  if (M === 0 || N === 0) return y;
+  const p = prepareNBits(w);
+  let exact: _Exact | undefined;
+  const element = (m: number, n: number) =>
+    (exact ??= new _Exact(qa, w, options.bias)).element(m, n, tileFor(m, n));
+  if (!_fastPathAllowed(qa.scales, p.minScale)) {
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) y[m * N + n] = element(m, n);
+    }
+    return y;
+  }
+  const l = p.layout, blocks = l.blocks, tiles = Math.ceil(N / 8), Nc = 8 * tiles;
+  // The kernels' memory: weights (one copy), activations, outputs.
+  const wAt = 0, aAt = _align(p.bytes.length), saAt = _align(aAt + M * l.bytes);
+  const bsAt = _align(saAt + 4 * M * blocks + 16), foldAt = _align(bsAt + 4 * M * blocks);
+  const biasAt = _align(foldAt + M * N), corrAt = _align(biasAt + 4 * N);
+  const outAt = _align(corrAt + 4 * M * Nc), flagAt = _align(outAt + 4 * M * N);
+  const memory = scratchMemory();
+  ensureMemory(memory, flagAt + M * Nc);
+  const buf = memory.buffer;
+  const u8 = new Uint8Array(buf), i8 = new Int8Array(buf), f32v = new Float32Array(buf);
+  u8.set(p.bytes, wAt);
+  const row = new Int8Array(l.width + 1), perm = l.perm;
   for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      products(qa.codes, m * width, w.codes, n * width, width, s.p, s.c, bs === 16);
-      const tile = options.tileFor ? options.tileFor(m, n) : kernelTile(M, N, m, n);
-      let v = int8Part(bs, bits, tile, blocks, qa.scales, m * blocks, w.scales, n * blocks, s);
-      if (options.bias) v = f32(v + options.bias[n]);
-      let sum = 0;
-      for (let k = 0; k < blocks; k++) {
-        sum = fma32(qa.blockSums[m * blocks + k], bBlkSum[n * blocks + k], sum);
+    row.set(qa.codes.subarray(m * l.width, (m + 1) * l.width));
+    const dst = aAt + m * l.bytes;
+    for (let i = 0; i < l.bytes; i++) i8[dst + i] = row[perm[i]];
+  }
+  f32v.set(qa.scales, saAt / 4);
+  f32v.fill(0, saAt / 4 + M * blocks, saAt / 4 + M * blocks + 4);
+  f32v.set(qa.blockSums, bsAt / 4);
+  if (options.tileFor) {
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) u8[foldAt + m * N + n] = _folds(bs, bits, tileFor(m, n)) ? 1 : 0;
+    }
+  } else {
+    const c4 = N - (N % 4);
+    for (let m = 0; m < M; m++) {
+      const r2 = !(M % 2 === 1 && m === M - 1);
+      const at = foldAt + m * N;
+      u8.fill(_folds(bs, bits, { r2, c4: true }) ? 1 : 0, at, at + c4);
+      u8.fill(_folds(bs, bits, { r2, c4: false }) ? 1 : 0, at + c4, at + N);
+    }
+  }
+  if (options.bias) f32v.set(options.bias.subarray(0, N), biasAt / 4);
+  u8.fill(0, flagAt, flagAt + M * Nc);
+  const k = nbitsKernel(bits, bs);
+  let flagged = k.correction(bsAt, wAt + p.blockSumsAt, corrAt, flagAt, M, tiles, blocks);
+  flagged += k.main(
+    aAt,
+    saAt,
+    wAt,
+    wAt + p.scalesAt,
+    corrAt,
+    foldAt,
+    biasAt,
+    outAt,
+    flagAt,
+    M,
+    N,
+    Nc,
+    options.bias ? 1 : 0,
+    blocks,
+    l.bytes,
+    p.wStride,
+    l.main.steps,
+    l.tail.steps,
+    l.tail.blockBase,
+  );
+  y.set(f32v.subarray(outAt / 4, outAt / 4 + M * N));
+  if (flagged > 0) {
+    const flags = u8.slice(flagAt, flagAt + M * Nc);
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        if (flags[m * Nc + n]) y[m * N + n] = element(m, n);
       }
-      y[m * N + n] = f32(v + sum);
     }
   }
   return y;
+}
+
+/** The scalar emulation of single output elements (the kernels' exact fallback). */
+class _Exact {
+  readonly #qa: BlockInt8Activations;
+  readonly #w: QuantizedMatrix;
+  readonly #bias?: Float32Array;
+  readonly #s: Scratch;
+  readonly #bBlkSum: Float32Array;
+
+  constructor(qa: BlockInt8Activations, w: QuantizedMatrix, bias?: Float32Array) {
+    this.#qa = qa;
+    this.#w = w;
+    this.#bias = bias;
+    const width = qa.blocks * qa.blockSize;
+    this.#s = {
+      p: new Int32Array(width),
+      c: new Int32Array(width / 4),
+      acc: new Float32Array(16),
+      y: new Float32Array(8),
+    };
+    this.#bBlkSum = new Float32Array(qa.blocks);
+  }
+
+  /** Output element (m, n) as the kernel instance `tile` computes it. */
+  element(m: number, n: number, tile: KernelTile): number {
+    const qa = this.#qa, w = this.#w, s = this.#s, blocks = qa.blocks, bs = qa.blockSize;
+    const width = blocks * bs;
+    products(qa.codes, m * width, w.codes, n * width, width, s.p, s.c, bs === 16);
+    let v = int8Part(
+      bs,
+      w.quant.bits,
+      tile,
+      blocks,
+      qa.scales,
+      m * blocks,
+      w.scales,
+      n * blocks,
+      s,
+    );
+    if (this.#bias) v = f32(v + this.#bias[n]);
+    // QuantBBlkSum: −scale·zp (ComputePackBlkSum / Q8ComputePackBlkSum).
+    const bb = this.#bBlkSum;
+    for (let k = 0; k < blocks; k++) {
+      bb[k] = -f32(w.scales[n * blocks + k] * w.zeroPoints[n * blocks + k]);
+    }
+    let sum = 0;
+    for (let k = 0; k < blocks; k++) sum = fma32(qa.blockSums[m * blocks + k], bb[k], sum);
+    return f32(v + sum);
+  }
 }
