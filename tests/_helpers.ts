@@ -121,7 +121,7 @@ export async function kvpred(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const main = new URL("../cli/main.ts", import.meta.url).pathname;
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", main, ...args],
+    args: ["run", "-A", "--node-modules-dir=manual", main, ...args],
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
