@@ -152,9 +152,21 @@ export {
   type AgreementOptions,
   type AgreementReport,
   type BaselineSource,
+  generationAgreement,
+  type GenerationOptions,
+  type GenerationReport,
   type LayerError,
   type PredictorAgreement,
+  type PredictorGeneration,
 } from "./measure/agree.ts";
+export {
+  compareGreedy,
+  GENERATION_BATCH,
+  type GreedyFigures,
+  greedyTokens,
+  type PerplexityFigures,
+  teacherForced,
+} from "./measure/generation.ts";
 export { type OpenedPart, openPart, type OpenPartOptions } from "./converters/part.ts";
 export {
   checkKeepLayers,

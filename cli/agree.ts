@@ -18,7 +18,13 @@
 
 import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import type { KvpDescription } from "../converters/model/model.ts";
-import { agreement, AgreementModel, type AgreementReport } from "../measure/agree.ts";
+import {
+  agreement,
+  AgreementModel,
+  type AgreementReport,
+  generationAgreement,
+  type GenerationReport,
+} from "../measure/agree.ts";
 import { InputError } from "../runtime/errors.ts";
 import {
   CHECKPOINT_HELP,
@@ -27,6 +33,7 @@ import {
   type Command,
   mappingOption,
   parse,
+  parsePositive,
   UsageError,
 } from "./_args.ts";
 import { chooseTokenizer } from "./_text.ts";
@@ -91,12 +98,35 @@ export function formatAgreement(report: AgreementReport): string {
   ].join("\n");
 }
 
+/** The generation figures: greedy agreement per predictor, perplexity per mode. */
+export function formatGeneration(g: GenerationReport): string {
+  const name = Math.max(...g.predictors.map((p) => p.name.length)) + 1;
+  const lines = g.predictors.map((p) =>
+    `${`${p.name}:`.padEnd(name + 1)} ${g.steps}-token greedy agreement ` +
+    `${pct(p.greedy.tokenAgreement)} of positions, ${p.greedy.matching}/${g.prompts} prompts ` +
+    `whole (${pct(p.greedy.exactMatch)}), mean common prefix ${
+      p.greedy.meanCommonPrefix.toFixed(2)
+    }`
+  );
+  if (g.baseOnly) {
+    const ppl = (f: { perplexity: number; firstTokenCrossEntropy: number }) =>
+      `${f.perplexity.toFixed(2)} (first token CE ${f.firstTokenCrossEntropy.toFixed(3)})`;
+    lines.push(
+      `perplexity of the continuations, teacher forced after the prefill (${g.baseOnly.tokens} ` +
+        `tokens): base-only ${ppl(g.baseOnly)}, ` +
+        g.predictors.map((p) => `${p.name} ${ppl(p.perplexity!)}`).join(", "),
+    );
+  }
+  return lines.join("\n");
+}
+
 /** The `agree` command. */
 export const agreeCommand: Command = {
   name: "agree",
   summary: "KV predictor accuracy on held-out prompts, against the mean baseline",
   help: `Usage: kvpred agree (--checkpoint F | --base F --aux F [--predictor F]) [--fitted F]
-                     (--prompts-ids FILE | --prompts-text FILE) [--baseline-from FILE] [--json]
+                     (--prompts-ids FILE | --prompts-text FILE) [--baseline-from FILE]
+                     [--steps 16] [--continuations-ids FILE] [--json]
 
 Measures a KV predictor on held-out prompts, one prompt at a time:
   - per base layer, the relative error ‖ŷ − y‖/‖y‖ of the predicted keys and
@@ -106,7 +136,13 @@ Measures a KV predictor on held-out prompts, one prompt at a time:
     and RoPE; y is the base layer's raw K/V over the same positions from a
     base-only pass;
   - the mean over prompts of KL(base-only ‖ KV prediction) of the first-token
-    distribution, and the share of prompts whose first greedy token agrees.
+    distribution, and the share of prompts whose first greedy token agrees;
+  - over the first --steps greedy tokens (no stop at EOS), the share of
+    positions whose token equals base-only's, the share of prompts whose
+    whole continuation does, and the mean common prefix;
+  - with --continuations-ids, the perplexity of each prompt's held-out
+    continuation, teacher forced after the prompt's prefill, for base-only and
+    KV prediction (and the first continuation token's cross-entropy).
 The same figures for the mean baseline, which predicts for every position the
 mean of y (per layer, K and V): the mean over the evaluated prompts
 themselves, or over --baseline-from's calibration prompts. With --fitted, a
@@ -121,7 +157,12 @@ Options:
   --prompts-text FILE   prompts as text, one per line, tokenized (BOS first)
   --tokenizer F         a Hugging Face tokenizer.json for --prompts-text
   --baseline-from FILE  calibration prompts as token ids: the mean baseline's mean
-  --json                print the report as JSON`,
+  --steps N             greedy tokens compared per prompt (default 16; 0: none)
+  --continuations-ids FILE
+                        one continuation per prompt (line i continues prompt i),
+                        token ids: scored teacher forced after the prefill
+  --json                print the report as JSON (generation figures under
+                        "generation")`,
   async run(args) {
     const { values } = parse("agree", args, {
       ...CHECKPOINT_OPTIONS,
@@ -130,8 +171,11 @@ Options:
       "prompts-text": { type: "string" },
       tokenizer: { type: "string" },
       "baseline-from": { type: "string" },
+      steps: { type: "string" },
+      "continuations-ids": { type: "string" },
       json: { type: "boolean" },
     });
+    const steps = parsePositive(values.steps, "--steps", 16, 0);
     const idsPath = values["prompts-ids"], textPath = values["prompts-text"];
     if (idsPath !== undefined && textPath !== undefined) {
       throw new UsageError("agree: give --prompts-ids or --prompts-text, not both");
@@ -163,9 +207,20 @@ Options:
     const calibration = calibrationPath === undefined
       ? undefined
       : await readPromptIds(calibrationPath, "--baseline-from");
+    const continuationsPath = values["continuations-ids"];
+    const continuations = continuationsPath === undefined
+      ? undefined
+      : await readPromptIds(continuationsPath, "--continuations-ids");
+    if (continuations && ids && continuations.length !== ids.length) {
+      throw new UsageError(
+        `--continuations-ids ${continuationsPath}: ${continuations.length} lines for ` +
+          `${ids.length} prompts (one continuation per prompt)`,
+      );
+    }
     const check = (d: KvpDescription) => {
       if (ids) checkIds(ids, d, "--prompts-ids", idsPath!);
       if (calibration) checkIds(calibration, d, "--baseline-from", calibrationPath!);
+      if (continuations) checkIds(continuations, d, "--continuations-ids", continuationsPath!);
     };
     const model = await AgreementModel.load(sources, {
       mapping: mappingOption(values.mapping),
@@ -182,8 +237,22 @@ Options:
       });
       prompts = texts.map((t) => tokenizer.encode(t));
     }
+    if (continuations && continuations.length !== prompts!.length) {
+      throw new UsageError(
+        `--continuations-ids ${continuationsPath}: ${continuations.length} lines for ` +
+          `${prompts!.length} prompts (one continuation per prompt)`,
+      );
+    }
     const report = agreement(model, prompts!, { calibration });
-    console.log(values.json ? JSON.stringify(report, null, 2) : formatAgreement(report));
+    const generation = steps > 0
+      ? await generationAgreement(model, prompts!, { steps, continuations, baseline: report })
+      : undefined;
+    if (values.json) {
+      console.log(JSON.stringify({ ...report, generation }, null, 2));
+    } else {
+      console.log(formatAgreement(report));
+      if (generation) console.log(formatGeneration(generation));
+    }
     return 0;
   },
 };

@@ -38,6 +38,14 @@ import { checkTokenId } from "../runtime/batch.ts";
 import { InputError } from "../runtime/errors.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
 import { predictCache } from "../runtime/predictor.ts";
+import {
+  compareGreedy,
+  type GreedyFigures,
+  greedyTokens,
+  type PerplexityFigures,
+  teacherForced,
+} from "./generation.ts";
+import { weightsRuntime } from "./_weights_runtime.ts";
 import { forward } from "../runtime/transformer.ts";
 import {
   loadPredictor,
@@ -76,6 +84,9 @@ interface Loaded {
 }
 
 const LOADED = new WeakMap<AgreementModel, Loaded>();
+
+/** Each report's mean baseline, for {@link generationAgreement}. */
+const MEANS = new WeakMap<AgreementReport, NamedPredictor>();
 
 /** A base and auxiliary model in memory with the predictors to measure (float32). */
 export class AgreementModel {
@@ -537,7 +548,7 @@ export function agreement(
     firstTokenAgreement: agree / prompts.length,
     agreeing: agree,
   });
-  return {
+  const report: AgreementReport = {
     prompts: prompts.length,
     positions,
     baseline,
@@ -546,4 +557,88 @@ export function agreement(
       figures(meanP, meanSse, meanKl, meanAgreeing),
     ],
   };
+  MEANS.set(report, meanP);
+  return report;
+}
+
+/** Options for {@link generationAgreement}. */
+export interface GenerationOptions {
+  /** Greedy tokens generated per prompt in each mode (default 16). */
+  steps?: number;
+  /**
+   * Held-out continuations, one per prompt (its text's next tokens): scored
+   * teacher forced after the prompt's prefill, for base-only and each predictor.
+   */
+  continuations?: readonly number[][];
+  /** An {@link agreement} report of the same prompts: its mean baseline is measured too. */
+  baseline?: AgreementReport;
+}
+
+/** One predictor's generation figures. */
+export interface PredictorGeneration {
+  /** As in {@link AgreementModel.predictors}, or `"mean"`. */
+  name: string;
+  /** Its greedy continuations against base-only's. */
+  greedy: GreedyFigures;
+  /** Teacher-forced perplexity of the continuations after its predicted prefill. */
+  perplexity?: PerplexityFigures;
+}
+
+/** Beyond the first token: greedy agreement and perplexity. */
+export interface GenerationReport {
+  /** Prompts measured. */
+  prompts: number;
+  /** Tokens generated per prompt. */
+  steps: number;
+  /** Base-only's own perplexity of the continuations (with `continuations`). */
+  baseOnly?: PerplexityFigures;
+  /** Each predictor, the mean baseline last when a baseline report was given. */
+  predictors: PredictorGeneration[];
+}
+
+/**
+ * Greedy agreement over the first `steps` tokens, and with `continuations`
+ * teacher-forced perplexity, of KV prediction with each of `model`'s
+ * predictors against base-only (`measure/generation.ts`), through the
+ * {@link KvpRuntime} interface over the weights in memory, in left-padded
+ * batches (each prompt's figures are those it has alone, SPEC §9). Throws
+ * InputError for bad prompts or continuations.
+ */
+export async function generationAgreement(
+  model: AgreementModel,
+  prompts: readonly number[][],
+  options: GenerationOptions = {},
+): Promise<GenerationReport> {
+  const { steps = 16, continuations } = options;
+  const loaded = LOADED.get(model)!;
+  const vocab = model.description.base.vocabSize;
+  if (prompts.length === 0) throw new InputError("no prompts given");
+  checkPrompts(prompts, vocab, "prompt");
+  if (!Number.isInteger(steps) || steps < 1) {
+    throw new InputError(`steps ${steps}: expected a whole number ≥ 1`);
+  }
+  if (continuations && continuations.length !== prompts.length) {
+    throw new InputError(
+      `${continuations.length} continuations for ${prompts.length} prompts (one per prompt)`,
+    );
+  }
+  const mean = options.baseline && MEANS.get(options.baseline);
+  const named = mean ? [...loaded.predictors, mean] : loaded.predictors;
+  const runtimes = named.map((p) =>
+    weightsRuntime(model.description, loaded.base, loaded.aux, p.weights, p.mapping)
+  );
+  const reference = await greedyTokens(runtimes[0], prompts, "base", steps);
+  const baseOnly = continuations &&
+    await teacherForced(runtimes[0], prompts, continuations, "base");
+  const predictors: PredictorGeneration[] = [];
+  for (const [i, p] of named.entries()) {
+    const tokens = await greedyTokens(runtimes[i], prompts, "kvp", steps);
+    predictors.push({
+      name: p.name,
+      greedy: compareGreedy(tokens, reference),
+      perplexity: continuations &&
+        await teacherForced(runtimes[i], prompts, continuations, "kvp"),
+    });
+  }
+  return { prompts: prompts.length, steps, baseOnly, predictors };
 }

@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
-import { agreement, AgreementModel } from "../measure/agree.ts";
+import { agreement, AgreementModel, generationAgreement } from "../measure/agree.ts";
+import { compareGreedy, greedyTokens, teacherForced } from "../measure/generation.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import { FIXTURE, kvpred, readEntries, tempDir } from "./_helpers.ts";
@@ -10,8 +11,10 @@ import { FIXTURE, kvpred, readEntries, tempDir } from "./_helpers.ts";
 const TRAINED_DIR = new URL("./fixtures/trained-tiny/", import.meta.url).pathname;
 const TRAINED = `${TRAINED_DIR}trained-tiny.safetensors`;
 const PROMPTS = `${TRAINED_DIR}prompts.txt`;
-const prompts = (await Deno.readTextFile(PROMPTS)).trim().split("\n")
-  .map((l) => l.split(",").map(Number));
+const CONTINUATIONS = `${TRAINED_DIR}continuations.txt`;
+const readLines = async (path: string) =>
+  (await Deno.readTextFile(path)).trim().split("\n").map((l) => l.split(",").map(Number));
+const prompts = await readLines(PROMPTS);
 
 Deno.test("trained fixture: its predictor agrees 88% and beats the mean baseline on every layer", async () => {
   const model = await AgreementModel.load({ checkpoint: TRAINED });
@@ -188,7 +191,11 @@ Deno.test("kvpred agree: text table, --json, --prompts-text and --fitted", async
   assert.equal(report.prompts, 6);
   assert.deepEqual(report.predictors.map((p: { name: string }) => p.name), ["checkpoint", "mean"]);
   const model = await AgreementModel.load({ checkpoint: TRAINED });
-  assert.deepEqual(report, JSON.parse(JSON.stringify(agreement(model, prompts.slice(0, 6)))));
+  // The first-token figures are agreement()'s; greedy agreement over 16 tokens comes beside them.
+  const { generation, ...firstToken } = report;
+  assert.deepEqual(firstToken, JSON.parse(JSON.stringify(agreement(model, prompts.slice(0, 6)))));
+  assert.equal(generation.steps, 16);
+  assert.equal(generation.baseOnly, undefined);
 
   const { fitted } = await splitPredictor(dir.path);
   const texts = `${dir.path}/prompts.txt`;
@@ -239,5 +246,140 @@ Deno.test("kvpred agree: bad input is one line and exit 2", async () => {
     assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
     assert.match(r.stderr, message);
     assert.equal(r.stdout, "");
+  }
+});
+
+Deno.test("generation: the trained predictor's 16-token agreement and first-token cross-entropy are CoreNet's", async () => {
+  const continuations = await readLines(CONTINUATIONS);
+  // The fixture's evaluation, measured with CoreNet in PyTorch (trained-tiny.json, "eval").
+  const corenet = JSON.parse(await Deno.readTextFile(`${TRAINED_DIR}trained-tiny.json`)).eval;
+  const model = await AgreementModel.load({ checkpoint: TRAINED });
+  const g = await generationAgreement(model, prompts, { continuations });
+  assert.deepEqual([g.prompts, g.steps], [100, 16]);
+  const [own] = g.predictors;
+  assert.equal(own.name, "checkpoint");
+  const want = corenet.kvp_trained;
+  assert.ok(Math.abs(own.greedy.tokenAgreement - want.greedy16_token_agreement_with_base) < 1e-6);
+  assert.ok(Math.abs(own.greedy.exactMatch - want.greedy16_exact_match_with_base) < 1e-6);
+  assert.ok(Math.abs(own.greedy.meanCommonPrefix - want.greedy16_mean_common_prefix) < 1e-5);
+  // The continuations' first tokens are CoreNet's references: the same cross-entropies.
+  const ce = (x: number, y: number) => assert.ok(Math.abs(x - y) < 2e-3, `${x} vs ${y}`);
+  ce(g.baseOnly!.firstTokenCrossEntropy, corenet.base_only.first_token_ce_vs_reference);
+  ce(own.perplexity!.firstTokenCrossEntropy, want.first_token_ce_vs_reference);
+  assert.equal(g.baseOnly!.tokens, 1600);
+  assert.ok(Math.abs(Math.log(g.baseOnly!.perplexity) - g.baseOnly!.crossEntropy) < 1e-12);
+  // KV prediction costs perplexity, a little: between base-only's and the unigram's (1107).
+  assert.ok(own.perplexity!.perplexity > g.baseOnly!.perplexity);
+  assert.ok(own.perplexity!.perplexity < 1.05 * g.baseOnly!.perplexity);
+});
+
+Deno.test("generation on any runtime: an exact predictor matches base-only everywhere; batches change nothing", async () => {
+  await using dir = await tempDir();
+  const model = await ReferenceModel.load({ checkpoint: await exactCheckpoint(dir.path) });
+  const set = [[5, 6, 7, 8], [9], [10, 11, 12, 13, 14, 15], [3, 3]];
+  const base = await greedyTokens(model, set, "base", 6);
+  const kvp = await greedyTokens(model, set, "kvp", 6, 1);
+  assert.deepEqual(compareGreedy(kvp, base), {
+    steps: 6,
+    tokenAgreement: 1,
+    exactMatch: 1,
+    matching: 4,
+    meanCommonPrefix: 6,
+  });
+  assert.deepEqual(await greedyTokens(model, set, "base", 6, 3), base);
+  // Teacher forcing in one batch or one prompt at a time; both modes agree for this predictor.
+  const cont = [[1, 2, 3], [4, 5, 6], [7], [8, 9, 10]];
+  const a = await teacherForced(model, set, cont, "kvp", 1);
+  const b = await teacherForced(model, set, cont, "base");
+  assert.equal(a.tokens, 10);
+  assert.ok(Math.abs(a.crossEntropy - b.crossEntropy) < 1e-5);
+  // Against the logits directly: the first continuation token's −log p from base-only prefill.
+  let first = 0;
+  for (const [i, p] of set.entries()) {
+    const logits = model.prefill(model.batch([p]), "base").logits;
+    const max = Math.max(...logits);
+    const lse = max + Math.log(logits.reduce((s, v) => s + Math.exp(v - max), 0));
+    first += lse - logits[cont[i][0]];
+  }
+  assert.ok(Math.abs(b.firstTokenCrossEntropy - first / 4) < 1e-5);
+  // A differing continuation set is refused.
+  assert.deepEqual(compareGreedy([[1, 2, 9]], [[1, 2, 3]]).meanCommonPrefix, 2);
+  await assert.rejects(() => teacherForced(model, set, cont.slice(1), "kvp"), /3 continuations/);
+  await assert.rejects(
+    () => teacherForced(model, set, [[1], [], [2], [3]], "kvp"),
+    /continuation 1 is empty/,
+  );
+});
+
+Deno.test("kvpred agree --steps and --continuations-ids: the generation lines, JSON, bad input", async () => {
+  await using dir = await tempDir();
+  const ids = `${dir.path}/ids.txt`, cont = `${dir.path}/cont.txt`;
+  await Deno.writeTextFile(ids, prompts.slice(0, 4).map((p) => p.join(",")).join("\n") + "\n");
+  const continuations = (await readLines(CONTINUATIONS)).slice(0, 4);
+  await Deno.writeTextFile(cont, continuations.map((c) => c.join(",")).join("\n") + "\n");
+  const text = await kvpred(
+    "agree",
+    "--checkpoint",
+    TRAINED,
+    "--prompts-ids",
+    ids,
+    "--steps",
+    "4",
+    "--continuations-ids",
+    cont,
+  );
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(
+    text.stdout,
+    /checkpoint: +4-token greedy agreement [\d.]+% of positions, \d\/4 prompts whole/,
+  );
+  assert.match(text.stdout, /mean: +4-token greedy agreement/);
+  assert.match(
+    text.stdout,
+    /perplexity of the continuations, teacher forced after the prefill \(64 tokens\): base-only [\d.]+ \(first token CE [\d.]+\), checkpoint/,
+  );
+  const json = await kvpred(
+    "agree",
+    "--checkpoint",
+    TRAINED,
+    "--prompts-ids",
+    ids,
+    "--steps",
+    "4",
+    "--continuations-ids",
+    cont,
+    "--json",
+  );
+  const report = JSON.parse(json.stdout);
+  assert.deepEqual(report.generation.predictors.map((p: { name: string }) => p.name), [
+    "checkpoint",
+    "mean",
+  ]);
+  assert.equal(report.generation.baseOnly.tokens, 64);
+  const model = await AgreementModel.load({ checkpoint: TRAINED });
+  const held = prompts.slice(0, 4);
+  const direct = await generationAgreement(model, held, {
+    steps: 4,
+    continuations,
+    baseline: agreement(model, held),
+  });
+  assert.deepEqual(report.generation, JSON.parse(JSON.stringify(direct)));
+  const none = JSON.parse(
+    (await kvpred("agree", "--checkpoint", TRAINED, "--prompts-ids", ids, "--steps", "0", "--json"))
+      .stdout,
+  );
+  assert.equal(none.generation, undefined);
+  const three = `${dir.path}/three.txt`;
+  await Deno.writeTextFile(three, "1,2\n3\n4\n");
+  for (
+    const [args, message] of [
+      [["--continuations-ids", three], /--continuations-ids .*three\.txt: 3 lines for 4 prompts/],
+      [["--steps", "-1"], /--steps '-1': must be a whole number ≥ 0/],
+    ] as [string[], RegExp][]
+  ) {
+    const r = await kvpred("agree", "--checkpoint", TRAINED, "--prompts-ids", ids, ...args);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, message);
   }
 });
