@@ -175,6 +175,7 @@ export {
   prune,
   PruneError,
   type PruneOptions,
+  type PruneReplacement,
   type PruneResult,
 } from "./converters/model/prune.ts";
 export {
@@ -190,6 +191,29 @@ export {
   SingularSystemError,
 } from "./fit/ridge.ts";
 export { OrtCrossProducts } from "./fit/cross_products.ts";
+export {
+  type MapError,
+  Moments,
+  type MomentsFit,
+  type MomentsSolveOptions,
+} from "./fit/moments.ts";
+export {
+  HEAL_RIDGES,
+  healAuxiliary,
+  type Healed,
+  type HealedTensor,
+  type HealOptions,
+  type HealSource,
+  type KeysValuesHeal,
+  type MappingChoice,
+  type ResidualHeal,
+} from "./fit/heal.ts";
+export {
+  type InfluenceOptions,
+  type LayerInfluence,
+  layerInfluence,
+  selectLayers,
+} from "./fit/select.ts";
 export {
   type CacheError,
   type EvaluateKvOptions,

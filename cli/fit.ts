@@ -21,7 +21,6 @@
 
 import { dirname } from "node:path";
 import { MAPPING_METADATA_KEY, parseMapping } from "../converters/model/describe.ts";
-import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import { type OpenedPart, openPart } from "../converters/part.ts";
 import { writeSafetensors } from "../converters/formats/safetensors_write.ts";
 import { sha256File } from "../converters/formats/sha256.ts";
@@ -45,11 +44,10 @@ import {
   threadsOption,
   UsageError,
 } from "./_args.ts";
-import { readIdLines } from "./_ids.ts";
+import { capTokens, readCalibration, windows } from "./_calibration.ts";
 import { progressBar } from "./_progress.ts";
 import { openRawCacheRunners, parseEngine, type Runners } from "./_raw_cache.ts";
 import { interruptible } from "./_verify.ts";
-import { chooseTokenizer } from "./_text.ts";
 
 const NUMBER = /^\d+(\.\d*)?([eE][+-]?\d+)?$|^\.\d+([eE][+-]?\d+)?$/;
 
@@ -71,43 +69,6 @@ function parseHoldout(text: string | undefined): number {
     throw new UsageError(`--holdout '${text}': expected a share in [0, 1), e.g. 0.1`);
   }
   return v;
-}
-
-/** Cuts each sequence into windows of at most `length` tokens. */
-function windows(sequences: readonly number[][], length: number): number[][] {
-  return sequences.flatMap((s) =>
-    Array.from(
-      { length: Math.ceil(s.length / length) },
-      (_, i) => s.slice(i * length, (i + 1) * length),
-    )
-  );
-}
-
-/** Keeps whole windows, then part of one, up to `max` tokens in all. */
-function capTokens(seqs: number[][], max: number | undefined): number[][] {
-  if (max === undefined) return seqs;
-  const out: number[][] = [];
-  let left = max;
-  for (const s of seqs) {
-    if (left <= 0) break;
-    out.push(s.slice(0, left));
-    left -= out[out.length - 1].length;
-  }
-  return out;
-}
-
-async function readTextLines(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new UsageError(`--calibration-text ${path}: ${fsErrorWords(e)}`);
-  }
-  const docs = text.split("\n").map((l) => l.replace(/\r$/, "")).filter((l) => l.trim() !== "");
-  if (docs.length === 0) {
-    throw new UsageError(`--calibration-text ${path}: no documents in the file`);
-  }
-  return docs;
 }
 
 /** The mapping: `--mapping`, else the auxiliary file's metadata. */
@@ -141,25 +102,6 @@ function resolveMapping(
     );
   }
   return mapping;
-}
-
-/** The calibration sequences: id lines, or text lines tokenized with the model's tokenizer. */
-async function readCalibration(
-  from: { ids: string } | { text: string; tokenizer?: string },
-  base: OpenedPart,
-): Promise<number[][]> {
-  const vocabSize = base.description.vocabSize;
-  if ("ids" in from) {
-    return await readIdLines(from.ids, "--calibration-ids", { what: "sequences", vocabSize });
-  }
-  const docs = await readTextLines(from.text);
-  const tokenizer = await chooseTokenizer({
-    tokenizer: from.tokenizer,
-    checkpointTokenizer: base.index.tokenizerPath,
-    vocabSize,
-    option: "--calibration-text",
-  });
-  return docs.map((d) => tokenizer.encode(d));
 }
 
 /** What a fit produced and how long each stage took. */

@@ -6,7 +6,9 @@
  * `token_embeddings.weight`, `layers.{j}.…`, `norm.weight`), streamed tensor
  * by tensor in the source dtype, atomically. `__metadata__` records the
  * kept layers and the natural layer mapping: each base layer reads the last
- * kept layer at or below it.
+ * kept layer at or below it. Tensors computed elsewhere (a heal's refitted
+ * weights, `fit/heal.ts`) may stand in for kept ones, float32, with a mapping
+ * and metadata of their own.
  *
  * @example
  * ```ts
@@ -48,6 +50,25 @@ export interface PruneOptions extends OpenPartOptions {
   out: string;
   /** Called after each tensor with the count written so far. */
   onProgress?: (written: number, total: number) => void;
+  /**
+   * Float32 tensors written instead of the pruned ones of the same name
+   * (`layers.{j}.…`, the pruned numbering) and shape.
+   */
+  replace?: readonly PruneReplacement[];
+  /** The mapping to record (default the natural one); one auxiliary layer per base layer. */
+  mapping?: readonly number[];
+  /** More `__metadata__` entries. */
+  metadata?: Readonly<Record<string, string>>;
+}
+
+/** A tensor that stands in for a pruned one. */
+export interface PruneReplacement {
+  /** Its name in the pruned file, e.g. `layers.0.ffn.proj_2.weight`. */
+  name: string;
+  /** Its shape (the pruned tensor's). */
+  shape: readonly number[];
+  /** Its values, row-major. */
+  data: Float32Array;
 }
 
 /** What {@link prune} wrote. */
@@ -111,11 +132,21 @@ export function naturalMapping(keep: readonly number[], numLayers: number): numb
 
 /** Writes the pruned transformer; see the module doc. Nothing is written on bad input. */
 export async function prune(options: PruneOptions): Promise<PruneResult> {
-  const { base, keepLayers, out, onProgress, ...open } = options;
+  const { base, keepLayers, out, onProgress, replace = [], metadata: extra, ...open } = options;
   const { index, description: desc } = await openPart(base, "base", open);
   try {
     checkKeepLayers(keepLayers, desc.numLayers);
-    const mapping = naturalMapping(keepLayers, desc.numLayers);
+    const mapping = options.mapping
+      ? [...options.mapping]
+      : naturalMapping(keepLayers, desc.numLayers);
+    const bad = mapping.findIndex((a) => !Number.isInteger(a) || a < 0 || a >= keepLayers.length);
+    if (mapping.length !== desc.numLayers || bad >= 0) {
+      throw new PruneError(
+        `mapping ${mapping.join(",")}: expected one auxiliary layer (0..${
+          keepLayers.length - 1
+        }) per base layer (${desc.numLayers})`,
+      );
+    }
     const sources: { name: string; from: string }[] = [
       { name: MODEL_TENSORS.embed, from: modelName("base", "embed") },
     ];
@@ -132,15 +163,31 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
       sources.push({ name: MODEL_TENSORS.classifier, from: modelName("base", "classifier") });
     }
     // Each tensor is read when its turn comes: one at a time, in the source dtype.
+    const stand = new Map(replace.map((r) => [r.name, r]));
     const entries: TensorEntry[] = sources.map(({ name, from }) => {
       const info = index.info(from);
-      return { name, dtype: info.dtype, shape: info.shape, data: () => index.read(from) };
+      const r = stand.get(name);
+      if (!r) return { name, dtype: info.dtype, shape: info.shape, data: () => index.read(from) };
+      stand.delete(name);
+      if (r.shape.length !== info.shape.length || r.shape.some((v, i) => v !== info.shape[i])) {
+        throw new PruneError(
+          `replacement '${name}' has shape [${r.shape}], the pruned tensor [${info.shape}]`,
+        );
+      }
+      if (r.data.length !== info.size) {
+        throw new PruneError(`replacement '${name}': ${r.data.length} values for [${r.shape}]`);
+      }
+      return { name, dtype: "F32", shape: info.shape, data: r.data };
     });
+    if (stand.size) {
+      throw new PruneError(`replacement '${[...stand.keys()][0]}' is no tensor of the pruned file`);
+    }
     const metadata = {
       format: "pt",
       source: `kvpred prune: layers ${keepLayers.join(",")} of ${base}`,
       select_layers: JSON.stringify(keepLayers),
       [MAPPING_METADATA_KEY]: JSON.stringify(mapping),
+      ...extra,
     };
     await writeSafetensors(out, entries, { metadata, onProgress });
     const parameters = entries.reduce(
