@@ -137,10 +137,15 @@ export {
   type PropertyResult,
 } from "./measure/property.ts";
 export {
+  availableMemory,
   benchBundle,
   type BenchOptions,
   type BenchReport,
+  formatCpu,
   type LengthReport,
+  type MemoryNeed,
+  memoryNeed,
+  memoryWarning,
   type PeakReport,
   type Timing,
 } from "./measure/ttft.ts";

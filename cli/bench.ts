@@ -15,7 +15,15 @@
 import { dirname } from "node:path";
 import { readManifest } from "../bundle/manifest.ts";
 import { matmulModel } from "../graphs/probe.ts";
-import { benchBundle, type BenchReport, type LengthReport } from "../measure/ttft.ts";
+import {
+  availableMemory,
+  benchBundle,
+  type BenchReport,
+  formatCpu,
+  type LengthReport,
+  memoryNeed,
+  memoryWarning,
+} from "../measure/ttft.ts";
 import { plotSeries, ttftPlot } from "../measure/plot.ts";
 import { bundleVariants } from "./_dtype.ts";
 import {
@@ -88,16 +96,16 @@ export function formatPeak(report: BenchReport): string {
       : "");
 }
 
-/** The CPU and the weight bytes of each variant. */
+/** The CPU, the weight bytes of each variant and the memory held while it was measured. */
 export function formatMachine(report: BenchReport): string {
   const { cpu } = report;
   const bytes = Object.entries(report.weightBytes)
     .map(([v, b]) => `${v} ${(b / 1e6).toFixed(1)} MB`).join(", ");
-  return `CPU: ${cpu.model}, ${cpu.cores} cores; int8: ${
-    cpu.int8Features.join(" ") || "no VNNI/AMX"
-  }; float: ${cpu.floatFeatures.join(" ")}; ${
+  const resident = Object.entries(report.residentBytes)
+    .map(([v, b]) => `${v} ${(b / 1e9).toFixed(2)} GB`).join(", ");
+  return `${formatCpu(cpu)}; ${
     report.runtime === "ort" ? `ONNX Runtime threads: ${report.threads}` : "one thread"
-  }\nweights: ${bytes}`;
+  }\nweights: ${bytes}\nresident set with each variant's sessions loaded (one variant at a time): ${resident}`;
 }
 
 /** The `bench` command. */
@@ -109,9 +117,12 @@ export const benchCommand: Command = {
                      [--json] [--plot F.svg]
 
 Measures time to first token (prompt ids in → first token id out) for the
-base-only graph and the KV-prediction graph of each variant, alternately in
-one process (every variant and mode in every repetition): median, min and
-max of --reps runs after a warm-up, per prompt length. Reports the speedup,
+base-only graph and the KV-prediction graph of each variant: one variant at a
+time (only its two sessions loaded, so no other variant's sessions slow it
+down or add to the memory), its two graphs alternating in every repetition;
+median, min and max of --reps runs after a warm-up, per prompt length. A
+one-line warning goes to stderr when the memory available is below what the
+largest variant's two sessions need (twice its weight file). Reports the speedup,
 the prefill FLOPs ratio and their quotient (FLOPs efficiency), the decode
 step latency of both graphs (the median of --decode-steps greedy steps after
 the prompt, the graphs alternating step by step) and tokens/s, the achieved prefill FLOP/s next to the fastest
@@ -163,6 +174,11 @@ ${verifyHelp(28)}
     const threads = threadsOption(values.threads);
     let header = false;
     await verifyFromCli(values.bundle, manifest, verify);
+    const warning = memoryWarning(
+      await memoryNeed(values.bundle, manifest, variants, runtime),
+      availableMemory(),
+    );
+    if (warning) console.error(warning);
     const report = await benchBundle(values.bundle, {
       variants,
       matmulModel,

@@ -1,10 +1,12 @@
 /**
  * TTFT measurement (SPEC §7): base-only and KV-prediction prefill of one or
- * more precision variants, measured alternately in one process (every
- * variant and mode inside every repetition), medians of ≥ 5 runs after a
- * warm-up; the speedup beside the FLOPs ratio; decode step latency; the
- * achieved prefill FLOP/s beside one large MatMul run by the same runtime in
- * the same run (the machine's practical peak); the CPU's int8 features.
+ * more precision variants, one variant at a time (only its two sessions are
+ * loaded, so another variant's sessions can neither slow it down nor add to
+ * the memory held) with its two modes alternating in every repetition,
+ * medians of ≥ 5 runs after a warm-up; the speedup beside the FLOPs ratio;
+ * decode step latency (median of ≥ 32 steps); the achieved prefill FLOP/s
+ * beside a few large MatMuls run by the same runtime in every repetition
+ * (the machine's practical peak); the CPU's int8 and float features.
  *
  * @example
  * ```ts
@@ -17,7 +19,7 @@
  */
 
 import * as ort from "onnxruntime-node";
-import type { VariantEntry } from "../bundle/contract.ts";
+import type { BundleManifest, VariantEntry } from "../bundle/contract.ts";
 import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
 import { prefillFlops } from "../converters/model/flops.ts";
@@ -94,8 +96,13 @@ export interface BenchReport {
   threads: number;
   /** Weight bytes per variant. */
   weightBytes: Record<string, number>;
-  /** Per variant and prompt length, in the order measured. */
+  /** Per variant and prompt length, in the order measured (variant by variant). */
   lengths: LengthReport[];
+  /**
+   * The process's resident set (bytes) after each variant's last prompt
+   * length, its two sessions still loaded (and no other variant's).
+   */
+  residentBytes: Record<string, number>;
   /** The MatMul probe (absent when no probe model was given to the ort runtime). */
   peak?: PeakReport;
 }
@@ -166,30 +173,122 @@ async function firstToken(
   return { ms, decoder };
 }
 
-/** A timed `[m,k]·[k,n]` by the given runtime (ms per call). */
+/** A timed `[m,k]·[k,n]`: `run` returns the ms of one call. */
+interface Probe {
+  run(): Promise<number>;
+  release(): Promise<void>;
+}
+
+/** A timed `[m,k]·[k,n]` by the given runtime. */
 async function matmulProbe(
   runtime: "ort" | "reference",
   shape: [number, number, number],
   threads: number,
   model?: BenchOptions["matmulModel"],
-): Promise<(() => Promise<number>) | undefined> {
+): Promise<Probe | undefined> {
   const [m, k, n] = shape;
   if (runtime === "reference") {
     const x = new Float32Array(m * k).fill(0.01), w = new Float32Array(n * k).fill(0.02);
-    return () => {
-      const t0 = performance.now();
-      matmulT(x, m, k, w, n);
-      return Promise.resolve(performance.now() - t0);
+    return {
+      run() {
+        const t0 = performance.now();
+        matmulT(x, m, k, w, n);
+        return Promise.resolve(performance.now() - t0);
+      },
+      release: () => Promise.resolve(),
     };
   }
   if (!model) return undefined;
   const session = await ort.InferenceSession.create(model(m, k, n), sessionOptions(threads));
   const feed = { x: new ort.Tensor("float32", new Float32Array(m * k).fill(0.01), [m, k]) };
-  return async () => {
-    const t0 = performance.now();
-    await session.run(feed);
-    return performance.now() - t0;
+  return {
+    async run() {
+      const t0 = performance.now();
+      await session.run(feed);
+      return performance.now() - t0;
+    },
+    release: () => session.release(),
   };
+}
+
+/** The memory one variant's sessions are expected to hold. */
+export interface MemoryNeed {
+  /** The variant that needs the most. */
+  variant: string;
+  /** Its estimate (bytes). */
+  bytes: number;
+}
+
+/**
+ * What the largest of `variants` needs while it is measured (bench holds one
+ * variant at a time), estimated from the bundle's files: ONNX Runtime gives
+ * each of a variant's two sessions its own copy of the weights it reads, so
+ * twice its external data file plus both graph files; the reference runtime
+ * holds the checkpoint once (the sum of its source files).
+ */
+export async function memoryNeed(
+  bundle: string,
+  manifest: BundleManifest,
+  variants: readonly string[],
+  runtime: "ort" | "reference" = "ort",
+): Promise<MemoryNeed> {
+  const size = async (path: string) => (await Deno.stat(path)).size;
+  let best: MemoryNeed = { variant: variants[0], bytes: 0 };
+  if (runtime === "reference") {
+    const sources = manifestSources(manifest, bundle);
+    let bytes = 0;
+    for (const role of ["checkpoint", "base", "aux", "predictor"] as const) {
+      const path = sources[role];
+      if (path) bytes += await _pathBytes(path);
+    }
+    return { variant: variants[0], bytes };
+  }
+  for (const name of variants) {
+    const v = findVariant(manifest, name);
+    const bytes = 2 * await size(`${bundle}/${v.externalData}`) +
+      await size(`${bundle}/${v.graphs.kvp.file}`) + await size(`${bundle}/${v.graphs.base.file}`);
+    if (bytes > best.bytes) best = { variant: name, bytes };
+  }
+  return best;
+}
+
+/** A file's size, or the sum of a folder's files (a Hugging Face model folder). */
+async function _pathBytes(path: string): Promise<number> {
+  const info = await Deno.stat(path);
+  if (!info.isDirectory) return info.size;
+  let bytes = 0;
+  for await (const e of Deno.readDir(path)) {
+    if (e.isFile) bytes += (await Deno.stat(`${path}/${e.name}`)).size;
+  }
+  return bytes;
+}
+
+/** Memory available to a new process (bytes): MemAvailable of /proc/meminfo where there is one. */
+export function availableMemory(): number {
+  const info = Deno.systemMemoryInfo();
+  return info.available || info.free;
+}
+
+/**
+ * One line when `available` bytes are fewer than `need` says, else
+ * undefined: the run may swap (distorting every figure) or be killed.
+ */
+export function memoryWarning(need: MemoryNeed, available: number): string | undefined {
+  if (available >= need.bytes) return undefined;
+  const gb = (b: number) => (b / 1e9).toFixed(1);
+  return `bench: warning: ${gb(available)} GB of memory available, and variant ${need.variant}'s ` +
+    `two sessions need about ${gb(need.bytes)} GB (twice its weight file): figures may be ` +
+    `distorted by paging, or the run killed`;
+}
+
+/**
+ * The CPU in one line, with the features that decide speed: int8 dot
+ * products (VNNI, AMX) and float SIMD; printed with every benchmark.
+ */
+export function formatCpu(cpu: CpuInfo): string {
+  return `CPU: ${cpu.model}, ${cpu.cores} cores; int8: ${
+    cpu.int8Features.join(" ") || "no VNNI/AMX"
+  }; float: ${cpu.floatFeatures.join(" ") || "no AVX"}`;
 }
 
 /** Measures TTFT of a bundle's variants (ONNX Runtime) or of its checkpoint (reference). */
@@ -222,76 +321,72 @@ export async function benchBundle(
       signal: options.signal,
     });
   }
-  const models = new Map<string, KvpRuntime>();
+  // One variant at a time, its two graphs alternating: a variant's sessions
+  // never share the process with another variant's, so its figures are
+  // those of a bench of it alone, and the memory held is one variant's.
+  const load = (v: VariantEntry): Promise<KvpRuntime> =>
+    runtime === "ort"
+      ? OrtModel.load(bundle, { variant: v.name, verify: false, threads })
+      : ReferenceModel.load(manifestSources(manifest, bundle), {
+        mapping: desc.mapping,
+        precision: v.precision,
+        blockSize: v.blockSize,
+      });
+  let model: KvpRuntime | undefined;
+  let probes: Probe[] = [];
   try {
-    for (const v of variants) {
-      models.set(
-        v.name,
-        runtime === "ort"
-          ? await OrtModel.load(bundle, { variant: v.name, verify: false, threads })
-          : await ReferenceModel.load(manifestSources(manifest, bundle), {
-            mapping: desc.mapping,
-            precision: v.precision,
-            blockSize: v.blockSize,
-          }),
-      );
-    }
-    for (const m of models.values()) {
-      await m.prepare("kvp");
-      await m.prepare("base");
-    }
     // The peak probes run inside every repetition, beside the prefills they
     // are compared with: on a noisy machine only interleaved figures compare.
     // Several shapes, because no single MatMul shape is fastest everywhere.
     const shapes: [number, number, number][] = runtime === "ort"
       ? [[512, 2048, 2048], [512, 2048, 8192], [512, 8192, 2048]]
       : [[128, 1024, 1024]];
-    const probes = (await Promise.all(shapes.map((s) =>
+    probes = (await Promise.all(shapes.map((s) =>
       matmulProbe(runtime, s, threads, options.matmulModel)
     )))
       .filter((p) => p !== undefined);
-    for (const probe of probes) await probe();
+    for (const probe of probes) await probe.run();
     const peakSamples: number[][] = probes.map(() => []);
+    // The same prompts for every variant.
     const random = new Random(seed);
-    const lengths: LengthReport[] = [];
-    for (const length of promptLengths) {
-      const prompts = Array.from(
+    const prompts = promptLengths.map((length) =>
+      Array.from(
         { length: batch },
         () => Array.from({ length }, () => random.int(desc.base.vocabSize)),
-      );
-      // Every (variant, mode) pair is one contender; all alternate in every repetition.
-      const pairs = variants.flatMap((v) =>
-        (["kvp", "base"] as const).map((mode) => ({ v, mode }))
-      );
-      const key = (p: { v: VariantEntry; mode: Mode }) => `${p.v.name}/${p.mode}`;
-      const samples = new Map<string, number[]>(pairs.map((p) => [key(p), []]));
-      const decodes = new Map<string, number[]>(pairs.map((p) => [key(p), []]));
-      const decoders = new Map<string, () => Promise<number>>();
-      for (let rep = -1; rep < reps; rep++) {
-        // Alternate the order every repetition so drift hits all alike.
-        const order = rep % 2 ? [...pairs].reverse() : pairs;
-        for (const p of order) {
-          const { ms, decoder } = await firstToken(models.get(p.v.name)!, prompts, p.mode);
-          decoders.set(key(p), decoder);
-          if (rep >= 0) samples.get(key(p))!.push(ms);
+      )
+    );
+    const lengths: LengthReport[] = [];
+    const residentBytes: Record<string, number> = {};
+    for (const v of variants) {
+      model = await load(v);
+      const modes = ["kvp", "base"] as const;
+      for (const mode of modes) await model.prepare(mode);
+      for (const [l, length] of promptLengths.entries()) {
+        const samples: Record<Mode, number[]> = { kvp: [], base: [] };
+        const decodes: Record<Mode, number[]> = { kvp: [], base: [] };
+        const decoders = new Map<Mode, () => Promise<number>>();
+        for (let rep = -1; rep < reps; rep++) {
+          // Alternate the order every repetition so drift hits both alike.
+          for (const mode of rep % 2 ? [...modes].reverse() : modes) {
+            const { ms, decoder } = await firstToken(model, prompts[l], mode);
+            decoders.set(mode, decoder);
+            if (rep >= 0) samples[mode].push(ms);
+          }
+          if (rep >= 0) {
+            for (let p = 0; p < probes.length; p++) peakSamples[p].push(await probes[p].run());
+          }
         }
-        if (rep >= 0) {
-          for (let p = 0; p < probes.length; p++) peakSamples[p].push(await probes[p]());
+        // Decode steps are short and memory-bound, so noise swamps any one of them:
+        // each graph generates `decodeSteps` tokens after the last prompt, the
+        // graphs alternating step by step, and the median step is reported.
+        for (let i = 0; i < decodeSteps; i++) {
+          for (const mode of i % 2 ? [...modes].reverse() : modes) {
+            decodes[mode].push(await decoders.get(mode)!());
+          }
         }
-      }
-      // Decode steps are short and memory-bound, so noise swamps any one of them:
-      // each graph generates `decodeSteps` tokens after the last prompt, the
-      // graphs alternating step by step, and the median step is reported.
-      for (let i = 0; i < decodeSteps; i++) {
-        for (const p of i % 2 ? [...pairs].reverse() : pairs) {
-          decodes.get(key(p))!.push(await decoders.get(key(p))!());
-        }
-      }
-      const flops = prefillFlops(desc, length, batch);
-      for (const v of variants) {
-        const t = (mode: Mode, from: Map<string, number[]>) =>
-          timing(from.get(`${v.name}/${mode}`)!);
-        const ttft = { base: t("base", samples), kvp: t("kvp", samples) };
+        const flops = prefillFlops(desc, length, batch);
+        const ttft = { base: timing(samples.base), kvp: timing(samples.kvp) };
+        const decodeStep = { base: timing(decodes.base), kvp: timing(decodes.kvp) };
         const speedup = ttft.base.median / ttft.kvp.median;
         const r: LengthReport = {
           dtype: v.name,
@@ -304,15 +399,19 @@ export async function benchBundle(
             base: flops.base / (ttft.base.median / 1000),
             kvp: flops.kvp / (ttft.kvp.median / 1000),
           },
-          decodeStep: { base: t("base", decodes), kvp: t("kvp", decodes) },
+          decodeStep,
           decodeTokensPerSecond: {
-            base: batch * 1000 / t("base", decodes).median,
-            kvp: batch * 1000 / t("kvp", decodes).median,
+            base: batch * 1000 / decodeStep.base.median,
+            kvp: batch * 1000 / decodeStep.kvp.median,
           },
         };
         lengths.push(r);
         options.onLength?.(r);
       }
+      residentBytes[v.name] = Deno.memoryUsage().rss;
+      const done = model;
+      model = undefined;
+      await done.release();
     }
     const peaks = probes.map((_, p) => {
       const t = timing(peakSamples[p]);
@@ -334,11 +433,13 @@ export async function benchBundle(
       threads,
       weightBytes: Object.fromEntries(variants.map((v) => [v.name, v.weightBytes])),
       lengths,
+      residentBytes,
       peak: peaks.length
         ? peaks.reduce((a, b) => (b.bestFlopsPerSecond > a.bestFlopsPerSecond ? b : a))
         : undefined,
     };
   } finally {
-    for (const m of models.values()) await m.release();
+    await model?.release();
+    for (const probe of probes) await probe.release();
   }
 }

@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { readManifest } from "../bundle/manifest.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
+import { availableMemory, benchBundle, memoryNeed, memoryWarning } from "../measure/ttft.ts";
+import { type OrtLoadOptions, OrtModel } from "../runtime/ort.ts";
 import { FIXTURE, kvpred, tempDir } from "./_helpers.ts";
 
 function assertTiming(t: { median: number; min: number; max: number; runs: number }, what: string) {
@@ -147,7 +149,11 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
     "1",
   );
   assert.equal(text.code, 0, text.stderr);
-  assert.match(text.stdout, /; ONNX Runtime threads: 1$/m);
+  assert.match(text.stdout, /^CPU: .+; int8: .+; float: .+; ONNX Runtime threads: 1$/m);
+  assert.match(
+    text.stdout,
+    /^resident set with each variant's sessions loaded \(one variant at a time\): fp32 [\d.]+ GB$/m,
+  );
   assert.match(text.stdout, /^variant +prompt +TTFT base ms/m);
   assert.match(text.stdout, /^fp32 +4 /m);
   assert.match(
@@ -181,4 +187,108 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   const short = await kvpred("bench", "--bundle", bundle, "--decode-steps", "16");
   assert.equal(short.code, 2);
   assert.match(short.stderr, /--decode-steps '16': must be a whole number ≥ 32/);
+});
+
+Deno.test("bench measures one variant at a time (no other variant's sessions loaded while one runs, each released before the next loads); its memory estimate and one-line warning", async () => {
+  await using tmp = await tempDir();
+  const bundle = `${tmp.path}/b`;
+  const conv = await kvpred(
+    "convert",
+    "--checkpoint",
+    FIXTURE,
+    "--out",
+    bundle,
+    "--dtype",
+    "fp32,q8,q4",
+  );
+  assert.equal(conv.code, 0, conv.stderr);
+  // Every OrtModel the bench loads is watched: its loads, releases and prefills.
+  const live: string[] = [];
+  const events: string[] = [];
+  const original = OrtModel.load;
+  OrtModel.load = async (dir: string, options?: OrtLoadOptions) => {
+    const m = await original.call(OrtModel, dir, options);
+    const name = m.variant.name;
+    live.push(name);
+    events.push(`load ${name}`);
+    const release = m.release.bind(m);
+    m.release = async () => {
+      live.splice(live.indexOf(name), 1);
+      events.push(`release ${name}`);
+      await release();
+    };
+    const prefill = m.prefill.bind(m);
+    m.prefill = (input, mode) => {
+      events.push(`prefill ${name}/${mode} beside ${live.join(",")}`);
+      return prefill(input, mode);
+    };
+    return m;
+  };
+  let report;
+  try {
+    report = await benchBundle(bundle, {
+      variants: ["fp32", "q8", "q4"],
+      promptLengths: [4, 6],
+      verify: false,
+    });
+  } finally {
+    OrtModel.load = original;
+  }
+  assert.deepEqual(live, [], "every model released");
+  const prefills = (v: string, mode: string) =>
+    Array.from({ length: 2 * 6 }, () => `prefill ${v}/${mode} beside ${v}`);
+  for (const v of ["fp32", "q8", "q4"]) {
+    const from = events.indexOf(`load ${v}`), to = events.indexOf(`release ${v}`);
+    assert.ok(from >= 0 && to > from, `${v} loaded, then released`);
+    const inside = events.slice(from + 1, to);
+    // 2 lengths × (warm-up + 5 reps), both modes, nothing else loaded or released meanwhile.
+    assert.deepEqual(
+      inside.toSorted(),
+      [...prefills(v, "base"), ...prefills(v, "kvp")].toSorted(),
+      `${v}: only its own prefills while it is loaded`,
+    );
+    // The two modes alternate: every consecutive pair of prefills holds both.
+    for (let i = 0; i < inside.length; i += 2) {
+      assert.notEqual(inside[i], inside[i + 1], `${v}: prefills ${i}, ${i + 1} are both modes`);
+    }
+  }
+  assert.deepEqual(
+    events.filter((e) => !e.startsWith("prefill")),
+    ["load fp32", "release fp32", "load q8", "release q8", "load q4", "release q4"],
+  );
+  assert.deepEqual(
+    report.lengths.map((l) => `${l.dtype}@${l.promptLength}`),
+    ["fp32@4", "fp32@6", "q8@4", "q8@6", "q4@4", "q4@6"],
+  );
+  assert.deepEqual(Object.keys(report.residentBytes), ["fp32", "q8", "q4"]);
+  for (const b of Object.values(report.residentBytes)) assert.ok(b > 1e6, `resident ${b} bytes`);
+
+  // The memory estimate: twice the largest variant's weight file plus its two graphs.
+  const manifest = await readManifest(bundle);
+  const size = async (f: string) => (await Deno.stat(`${bundle}/onnx/${f}`)).size;
+  // fp32's files by their transformers.js names: the largest variant.
+  const fp32 = 2 * await size("model.onnx_data") + await size("model.onnx") +
+    await size("model_base.onnx");
+  const q8 = 2 * await size("model_quantized.onnx_data") + await size("model_quantized.onnx") +
+    await size("model_base_quantized.onnx");
+  assert.ok(fp32 > q8);
+  assert.deepEqual(await memoryNeed(bundle, manifest, ["q8", "fp32", "q4"]), {
+    variant: "fp32",
+    bytes: fp32,
+  });
+  assert.deepEqual(await memoryNeed(bundle, manifest, ["q8"]), { variant: "q8", bytes: q8 });
+  const checkpoint = (await Deno.stat(FIXTURE)).size;
+  assert.deepEqual(await memoryNeed(bundle, manifest, ["fp32"], "reference"), {
+    variant: "fp32",
+    bytes: checkpoint,
+  });
+  const need = { variant: "fp32", bytes: 10.84e9 };
+  assert.equal(memoryWarning(need, 10.84e9), undefined);
+  const line = memoryWarning(need, 7.2e9)!;
+  assert.equal(line.split("\n").length, 1);
+  assert.match(
+    line,
+    /^bench: warning: 7\.2 GB of memory available, and variant fp32's two sessions need about 10\.8 GB/,
+  );
+  assert.ok(availableMemory() > 0 && availableMemory() <= Deno.systemMemoryInfo().total);
 });

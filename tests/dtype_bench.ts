@@ -12,6 +12,10 @@
  */
 
 import { decodeFloats, halfToFloat } from "../converters/formats/_dtype.ts";
+import { formatCpu } from "../measure/ttft.ts";
+import { cpuInfo } from "../runtime/cpu.ts";
+
+console.log(formatCpu(await cpuInfo()));
 
 const N = 1 << 20;
 const bits = new Uint16Array(N).map((_, i) => (i * 2654435761) & 0x7bff); // finite halves

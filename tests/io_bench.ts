@@ -6,6 +6,10 @@ import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { encodeModel } from "../graphs/builder.ts";
 import { buildDecoder } from "../graphs/decoder.ts";
 import { layoutWeights, weightPlan } from "../graphs/weights.ts";
+import { formatCpu } from "../measure/ttft.ts";
+import { cpuInfo } from "../runtime/cpu.ts";
+
+console.log(formatCpu(await cpuInfo()));
 
 const fixture = new URL("./fixtures/corenet/tiny-kvp-c.safetensors", import.meta.url).pathname;
 const file = await SafetensorsFile.open(fixture);

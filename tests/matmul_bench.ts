@@ -1,6 +1,10 @@
 /** Reference matmul: cache-blocked kernel against a naive triple loop. */
 
 import { matmulT } from "../runtime/_matmul.ts";
+import { formatCpu } from "../measure/ttft.ts";
+import { cpuInfo } from "../runtime/cpu.ts";
+
+console.log(formatCpu(await cpuInfo()));
 
 const M = 64, K = 512, N = 512;
 const x = new Float32Array(M * K).map((_, i) => Math.sin(i));

@@ -17,12 +17,13 @@ import { packDynamicInt8, packMatMulNBits } from "../graphs/_pack.ts";
 import { nbitsLinear } from "../graphs/_layers.ts";
 import { encodeModel, GraphBuilder } from "../graphs/builder.ts";
 import { cpuInfo } from "../runtime/cpu.ts";
+import { formatCpu } from "../measure/ttft.ts";
 
 const K = 2048, N = 2048;
 const random = new Random(5);
 const w = Float32Array.from({ length: N * K }, () => 0.02 * random.normal());
 const cpu = await cpuInfo();
-console.log(`CPU: ${cpu.model}; int8: ${cpu.int8Features.join(" ") || "none"}`);
+console.log(formatCpu(cpu));
 
 type Kind = "fp32" | "q4" | "q8 MatMulNBits" | "q8 DynamicQuantizeMatMul";
 

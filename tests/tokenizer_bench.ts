@@ -6,6 +6,10 @@
 
 import { LLAMA2_TOKENIZER_JSON, Tokenizer } from "../tokenizer/llama.ts";
 import { variedStrings } from "../tokenizer/_make_vocab.ts";
+import { formatCpu } from "../measure/ttft.ts";
+import { cpuInfo } from "../runtime/cpu.ts";
+
+console.log(formatCpu(await cpuInfo()));
 
 const tok = await Tokenizer.llama2();
 const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
