@@ -1,7 +1,8 @@
 /**
  * `kvpred serve`: an OpenAI-compatible completions server over a bundle, on
  * ONNX Runtime, batching requests (KV-prediction prefills together,
- * continuous decode batch), with the browser page's static files.
+ * continuous decode batch), and the browser page that runs the bundle in the
+ * browser.
  *
  * @example
  * ```sh
@@ -41,10 +42,12 @@ export const serveCommand: Command = {
 Serves OpenAI's completions API on ONNX Runtime: POST /v1/completions
 (prompt as text, a list of texts, token ids or a list of them; max_tokens,
 stream, temperature, top_p, seed, stop, n), GET /v1/models, GET /health,
-GET /metrics (Prometheus), and static files (the browser page) for every
-other GET. The model's name is the bundle folder's (--model-name to change
-it). Requests that arrive while others run are prefilled together with KV
-prediction and join the running decode batch; each gets the tokens it
+GET /metrics (Prometheus), and the browser page at / for every other GET:
+it runs the bundle in the browser with transformers.js (WebGPU, else WASM;
+its URL takes ?prompt= or ?ids=, max_new_tokens, dtype, device, mode,
+compare, run=1). The model's name is the bundle folder's (--model-name to
+change it). Requests that arrive while others run are prefilled together
+with KV prediction and join the running decode batch; each gets the tokens it
 would get alone. Responses add "ttft_ms" (arrival to first token), "mode"
 and each choice's "token_ids". SIGINT or SIGTERM: stop accepting, finish
 what runs (at most --drain-timeout seconds), exit 0.
@@ -63,7 +66,7 @@ Options:
                         (default: $${API_KEY_ENV}; none: open)
   --model-name NAME     the model's name in the API (default: the folder's name)
   --tokenizer F         a tokenizer.json instead of the bundle's
-  --static DIR          the folder of static files (default: a placeholder page)
+  --static DIR          the folder of static files (default: the browser page)
   --max-body-bytes N    largest request body (default ${DEFAULT_MAX_BODY_BYTES}), then 413
   --drain-timeout S     seconds to finish what runs at shutdown (default 30)
 ${threadsHelp(24)}
@@ -147,11 +150,13 @@ ${verifyHelp(24)}`,
         maxPrefillTokens,
         maxBodyBytes,
         staticDir: values.static,
+        bundleDir: values.bundle,
       });
       console.log(
         `serving '${served.name}' (${variant}, ${mode} prefill, batches of ≤ ${maxBatch}` +
           `${served.tokenizer ? "" : ", token ids only: no tokenizer"}) on ${server.url}`,
       );
+      console.log(`the page: ${server.url}/ runs the bundle in your browser`);
       await stop.promise;
       await server.shutdown(drainTimeout * 1000);
     } finally {

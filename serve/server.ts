@@ -1,10 +1,11 @@
 /**
  * The HTTP server: OpenAI's completions API (`POST /v1/completions`,
  * `GET /v1/models`), `GET /health`, `GET /metrics` (Prometheus), and static
- * files (the browser page) for every other `GET`. It binds 127.0.0.1 unless
- * told otherwise, requires `Authorization: Bearer K` when given a key (all
- * but `/health` and the static files), refuses bodies over a limit (413),
- * and shuts down by finishing what runs, within a bound.
+ * files (the browser page, its libraries and, with `bundleDir`, the bundle's
+ * files under `/models/`: {@link PageFiles}) for every other `GET`. It binds
+ * 127.0.0.1 unless told otherwise, requires `Authorization: Bearer K` when
+ * given a key (all but `/health` and the page), refuses bodies over a limit
+ * (413), and shuts down by finishing what runs, within a bound.
  *
  * @example
  * ```ts
@@ -32,7 +33,7 @@ import { ApiError } from "./errors.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { parseCompletionRequest } from "./request.ts";
 import { type BatchModel, Scheduler, type SchedulerOptions } from "./scheduler.ts";
-import { DEFAULT_STATIC_DIR, StaticFiles } from "./static.ts";
+import { PageFiles } from "./page.ts";
 
 /** Options for {@link CompletionServer.start}. */
 export interface ServerOptions extends SchedulerOptions {
@@ -44,8 +45,14 @@ export interface ServerOptions extends SchedulerOptions {
   apiKey?: string;
   /** Largest request body accepted, bytes (default 1 MiB); beyond, 413. */
   maxBodyBytes?: number;
-  /** The folder of static files (default: the placeholder page beside this module). */
+  /** The folder of static files (default: the browser page beside this module). */
   staticDir?: string;
+  /**
+   * The bundle folder whose files the browser page runs, served under
+   * `/models/<served name>/` (behind the API key when there is one; default:
+   * none).
+   */
+  bundleDir?: string;
   /** Called once listening, with the server's URL. */
   onListen?: (url: string) => void;
 }
@@ -78,7 +85,12 @@ export class CompletionServer {
     options: ServerOptions = {},
   ): Promise<CompletionServer> {
     const key = options.apiKey === undefined ? undefined : await ApiKey.of(options.apiKey);
-    const files = await StaticFiles.open(options.staticDir ?? DEFAULT_STATIC_DIR);
+    const files = await PageFiles.open({
+      staticDir: options.staticDir,
+      bundle: options.bundleDir === undefined
+        ? undefined
+        : { dir: options.bundleDir, name: served.name },
+    });
     const scheduler = new Scheduler(model, options);
     const metrics = new ServerMetrics(() => scheduler);
     const limit = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
@@ -106,12 +118,14 @@ export class CompletionServer {
           : Response.json({ status: "ok" });
       }
       const api = path.startsWith("/v1/") || path === "/v1" || path === "/metrics";
-      if (!api) return await files.serve(request);
+      const bundleFiles = PageFiles.isBundlePath(path);
+      if (!api && !bundleFiles) return await files.serve(request);
       if (key && !(await key.allows(request.headers.get("authorization")))) {
         throw new ApiError(401, "authorization: expected 'Bearer <the server's API key>'", {
           code: "invalid_api_key",
         });
       }
+      if (bundleFiles) return await files.serve(request);
       if (path === "/metrics") {
         only(request, "GET", "HEAD");
         return new Response(metrics.render(), {
