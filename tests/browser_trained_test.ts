@@ -1,13 +1,12 @@
 /**
  * The page in headless Chromium on the trained fixture (LLaMA-2 vocabulary,
  * with its tokenizer), used as a person uses it: open the page, type a
- * prompt, click Generate, watch the continuation stream in. fp32 on WebGPU
- * (chosen by the page: SwiftShader gives an adapter) and on WASM (chosen in
- * the form) gives the text and tokens `kvpred generate --prompt` gives on
- * ONNX Runtime's CPU (the arithmetic agrees to float rounding across
- * devices; q4 on WebGPU is checked on the CoreNet fixture). In a browser
- * without WebGPU the page runs on WASM, and asking for WebGPU there is one
- * line. One server; one browser with WebGPU, one without.
+ * prompt, click Generate, watch the continuation stream in. The browser has
+ * no WebGPU adapter, so the page chooses WASM (asking for WebGPU there is
+ * one line); the text and tokens equal those `kvpred generate --prompt`
+ * gives on ONNX Runtime's CPU, KV prediction and base-only. WebGPU is
+ * checked on the CoreNet fixture (browser_corenet_test.ts), whose graphs
+ * compile faster on SwiftShader. One server, one browser.
  */
 
 import assert from "node:assert/strict";
@@ -47,23 +46,47 @@ async function recordOutput(page: Page): Promise<() => Promise<string[]>> {
 }
 
 Deno.test({
-  name: "browser: a typed prompt gives kvpred generate's text, on WebGPU and on WASM",
+  name: "browser: a typed prompt gives kvpred generate's text; without WebGPU the page runs WASM",
   ignore: !HAS_CHROMIUM,
   sanitizeResources: false,
   sanitizeOps: false,
 }, async (t) => {
   await using fixture = await trainedBundle([{ auxiliary: "fp32", base: "fp32" }]);
-  const [want, server] = await Promise.all([
-    generateJson(
-      ...["--bundle", fixture.bundle, "--prompt", PROMPT, "--max-new-tokens", String(NEW_TOKENS)],
-    ),
+  const args = [
+    "--bundle",
+    fixture.bundle,
+    "--prompt",
+    PROMPT,
+    "--max-new-tokens",
+    `${NEW_TOKENS}`,
+  ];
+  const [want, wantBase, server] = await Promise.all([
+    generateJson(...args),
+    generateJson(...args, "--mode", "base"),
     servePage(fixture.bundle),
   ]);
   await using _server = server;
   assert.ok(want.text![0].length > 0);
 
-  await t.step("WebGPU (the page's choice): typed, streamed, kvpred's text", async (s) => {
-    await using browser = await launchBrowser();
+  // A browser without a WebGPU adapter (WebGPU itself is checked on the CoreNet fixture, whose
+  // graphs compile faster): the page chooses WASM.
+  await using browser = await launchBrowser({ webgpu: false });
+
+  await t.step("asking for webgpu without an adapter: one line in #result", async () => {
+    const asked = await runByUrl(
+      browser,
+      pageUrl(server.url, { prompt: PROMPT, device: "webgpu", run: 1 }),
+    );
+    assert.deepEqual(Object.keys(asked), ["error", "opened"]);
+    assert.equal(
+      asked.error,
+      "device webgpu: the browser gives no WebGPU adapter (Chromium without a GPU needs " +
+        "--enable-unsafe-webgpu); use device=wasm",
+    );
+    await asked.opened.page.close();
+  });
+
+  await t.step("a typed prompt, streamed: kvpred generate's tokens and text, on WASM", async () => {
     const opened = await openPage(browser, `${server.url}/`);
     const { page } = opened;
     await page.waitForSelector("#run:not([disabled])");
@@ -74,7 +97,7 @@ Deno.test({
     await page.click("#run");
     const r = await resultOf(opened, 1);
     assert.equal(r.error, undefined, `the run failed: ${r.error}`);
-    assert.deepEqual([r.device, r.dtype, r.mode], ["webgpu", "fp32", "kvp"]);
+    assert.deepEqual([r.device, r.dtype, r.mode], ["wasm", "fp32", "kvp"], "the page's choice");
     assert.deepEqual(r.prompt_ids, want.prompt_ids![0]);
     assert.deepEqual(r.tokens, want.tokens[0]);
     assert.equal(r.text, want.text![0]);
@@ -84,37 +107,12 @@ Deno.test({
     assert.ok(steps.length >= 3, `the continuation came in ${steps.length} steps`);
     steps.forEach((x, i) => assert.ok((steps[i + 1] ?? want.text![0]).startsWith(x), x));
 
-    await s.step("WASM chosen in the form: the same text and tokens", async () => {
-      await page.select("#device", "wasm");
-      await page.click("#run");
-      const r = await resultOf(opened, 2);
-      assert.deepEqual([r.device, r.dtype], ["wasm", "fp32"]);
-      assert.deepEqual(r.tokens, want.tokens[0]);
-      assert.equal(r.text, want.text![0]);
-    });
+    // Base-only prefill chosen in the form: kvpred generate --mode base's text.
+    await page.select("#mode", "base");
+    await page.click("#run");
+    const b = await resultOf(opened, 2);
+    assert.deepEqual([b.device, b.mode], ["wasm", "base"]);
+    assert.deepEqual(b.tokens, wantBase.tokens[0]);
+    assert.equal(b.text, wantBase.text![0]);
   });
-
-  await t.step(
-    "no WebGPU adapter: the page chooses WASM; asking for webgpu is one line",
-    async () => {
-      await using browser = await launchBrowser({ webgpu: false });
-      const asked = await runByUrl(
-        browser,
-        pageUrl(server.url, { prompt: PROMPT, device: "webgpu", run: 1 }),
-      );
-      assert.deepEqual(Object.keys(asked), ["error", "opened"]);
-      assert.equal(
-        asked.error,
-        "device webgpu: the browser gives no WebGPU adapter (Chromium without a GPU needs " +
-          "--enable-unsafe-webgpu); use device=wasm",
-      );
-      const r = await runByUrl(
-        browser,
-        pageUrl(server.url, { prompt: PROMPT, max_new_tokens: 2, compare: 0, run: 1 }),
-      );
-      assert.equal(r.error, undefined, `the run failed: ${r.error}`);
-      assert.equal(r.device, "wasm");
-      assert.deepEqual(r.tokens, want.tokens[0].slice(0, 2));
-    },
-  );
 });
