@@ -61,7 +61,12 @@ export { InputError } from "./runtime/errors.ts";
 export { padPrompts, type PromptBatch } from "./runtime/batch.ts";
 export type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./runtime/types.ts";
 export { type LoadOptions, ReferenceModel, type StepResult } from "./runtime/reference.ts";
-export type { LinearInputHook, LinearSite } from "./runtime/transformer.ts";
+export type {
+  CacheTensor,
+  LinearInputHook,
+  LinearOutputHook,
+  LinearSite,
+} from "./runtime/transformer.ts";
 export { type GenerateResult, generateWith, greedy } from "./runtime/greedy.ts";
 export { type PrefillFlops, prefillFlops } from "./converters/model/flops.ts";
 export {
@@ -121,9 +126,29 @@ export type { WeightLayout, WeightSpec } from "./graphs/weights.ts";
 export type { ExternalRef, ModelProto } from "./graphs/builder.ts";
 export { matmulModel } from "./graphs/probe.ts";
 export { type OrtLoadOptions, OrtModel, type OrtStep } from "./runtime/ort.ts";
+export type {
+  Engine,
+  EngineSession,
+  InputInfo,
+  IoData,
+  IoType,
+  OrtTensor,
+  SessionCreateOptions,
+} from "./runtime/engine.ts";
+export { type Device, DeviceError, DEVICES, isDevice } from "./runtime/device.ts";
+export type { Fallback, Placement, ProfileEvent, ProgramRun } from "./runtime/placement.ts";
+export {
+  type Arithmetic,
+  arithmeticFor,
+  CPU_ARITHMETIC,
+  NBITS_CHOICES,
+  type NBitsChoice,
+} from "./runtime/arithmetic.ts";
 export {
   type CaseReport,
+  F16_ULPS,
   type FreeRunningReport,
+  type PlacementReport,
   type QualityReport,
   TOLERANCE,
   validateBundle,

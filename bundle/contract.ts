@@ -21,8 +21,12 @@ import type { PrefillFlops } from "../converters/model/flops.ts";
 import type { KvpDescription } from "../converters/model/model.ts";
 import type { VariantPrecision } from "../converters/model/precision.ts";
 
-/** Bundle format version written in `kvpred.json` (2: precision variants; 3: batch-invariant attention and per-row q8). */
-export const BUNDLE_FORMAT = 3;
+/**
+ * Bundle format version written in `kvpred.json` (2: precision variants; 3:
+ * batch-invariant attention and per-row q8; 4: RoPE from constant tables, no
+ * auxiliary pass for a one-token prompt, the fp16 and q4f16 variants).
+ */
+export const BUNDLE_FORMAT = 4;
 /** The manifest, at the bundle's root. */
 export const MANIFEST_FILE = "kvpred.json";
 /** transformers.js's model configuration, at the bundle's root. */
@@ -53,6 +57,13 @@ export const RAW_CACHE_IO = {
   rawValue: (i: number): string => `raw.${i}.value`,
 } as const;
 
+/**
+ * The labels of the Cast nodes through which an f16 graph's attention reads
+ * the f16 cache (nodes `<part>.l<i>.attn/cache_key_<n>` and `…/cache_value_<n>`):
+ * a validator's lockstep hands the reference ONNX Runtime's cache there.
+ */
+export const CACHE_READS = { key: "cache_key", value: "cache_value" } as const;
+
 /** Every input and output name of a decoder whose base model has `layers` layers. */
 export function ioNames(layers: number): { inputs: string[]; outputs: string[] } {
   const each = <T>(f: (i: number) => T[]) => Array.from({ length: layers }, (_, i) => f(i)).flat();
@@ -71,8 +82,10 @@ export type GraphKind = "kvp" | "base";
  */
 export const DTYPE_SUFFIX: Readonly<Record<string, string>> = {
   fp32: "",
+  fp16: "_fp16",
   q8: "_quantized",
   q4: "_q4",
+  q4f16: "_q4f16",
 };
 
 /** A variant's file-name suffix: transformers.js's for its dtype, else `_` + its name. */
@@ -140,6 +153,12 @@ export interface VariantEntry {
   graphs: Record<GraphKind, GraphEntry>;
   /** Bundle-relative path of the external weight file. */
   externalData: string;
+  /**
+   * The element type of `past_key_values.*` and `present.*`: float16 in the
+   * f16 variants (transformers.js builds the empty cache from the graph's
+   * input metadata), float32 in the CPU variants (SPEC §8, §9).
+   */
+  cacheType: "float32" | "float16";
   /** Bytes of weights: the external data file plus initializers inside the graphs. */
   weightBytes: number;
   /** How each tensor group is stored and computed. */

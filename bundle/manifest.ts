@@ -53,6 +53,7 @@ const SCHEMA: readonly [string, Check][] = [
   ["variants.*.graphs.kvp.file", "string"],
   ["variants.*.graphs.base.file", "string"],
   ["variants.*.externalData", "string"],
+  ["variants.*.cacheType", "string"],
   ["variants.*.weightBytes", "number"],
   ["variants.*.scheme", "array"],
   ["io", "object"],

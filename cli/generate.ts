@@ -25,6 +25,17 @@ import { describeFrom } from "./flops.ts";
 import { bundleMapping } from "./_mapping.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
+import {
+  DEVICE_OPTION,
+  deviceHelp,
+  fallbackLines,
+  NBITS_OPTION,
+  nbitsHelp,
+  parseDevice,
+  parseNBits,
+} from "./_device.ts";
+import { arithmeticFor } from "../runtime/arithmetic.ts";
+import { formatPlacement } from "../runtime/placement.ts";
 import type { GenerateResult } from "../runtime/greedy.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import {
@@ -74,6 +85,10 @@ Options:
                       (with a checkpoint: any such name)
   --block-size N      with a checkpoint and a quantized --dtype: block size (default 32)
   --runtime R         reference or ort (default: ort with --bundle, else reference)
+${deviceHelp(22)}
+                      (ort: node placement and CPU fallbacks on stderr; reference:
+                      that device's arithmetic)
+${nbitsHelp(22)}
 ${threadsHelp(22)}
 ${verifyHelp(22)}
   --json              print {"mode","runtime","dtype","tokens","ttft_ms"}, with --prompt
@@ -95,7 +110,11 @@ ${verifyHelp(22)}
       prompt: { type: "string", multiple: true },
       tokenizer: { type: "string" },
       ...THREADS_OPTION,
+      ...DEVICE_OPTION,
+      ...NBITS_OPTION,
     });
+    const device = parseDevice(values.device);
+    const nbits = parseNBits(values["webgpu-matmulnbits"]);
     const mode = parseChoice(values.mode, "--mode", MODES, "kvp");
     const runtime = parseChoice(
       values.runtime,
@@ -163,9 +182,17 @@ ${verifyHelp(22)}
         verify: false,
         check,
         threads: threadsOption(values.threads),
+        device,
+        profile: device !== "cpu",
       });
       try {
         result = await model.generate(prompts, { mode, maxNewTokens, eosTokenId });
+        if (device !== "cpu") {
+          const placement = await model.placement();
+          console.error(`device ${device}: ${model.engine.adapter}`);
+          console.error(formatPlacement(placement));
+          for (const line of fallbackLines(placement.floatFallbacks)) console.error(line);
+        }
       } finally {
         await model.release();
       }
@@ -186,7 +213,7 @@ ${verifyHelp(22)}
       } else {
         if (values.dtype !== undefined && !precision) {
           throw new UsageError(
-            `--dtype '${values.dtype}': expected fp32, q8, q4 or aux-X_base-Y`,
+            `--dtype '${values.dtype}': expected fp32, q8, q4, fp16, q4f16 or aux-X_base-Y`,
           );
         }
         sources = checkpointSources("generate", values);
@@ -196,6 +223,7 @@ ${verifyHelp(22)}
         check,
         precision,
         blockSize,
+        arithmetic: arithmeticFor(device, nbits),
       });
       for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);
       result = await model.generate(prompts, { mode, maxNewTokens, eosTokenId });
@@ -205,6 +233,7 @@ ${verifyHelp(22)}
         mode,
         runtime,
         dtype: values.dtype ?? "fp32",
+        device,
         ...(tokenizer ? { prompt_ids: prompts } : {}),
         tokens: result.tokens,
         ...(tokenizer ? { text: result.tokens.map((t, i) => continuation(prompts[i], t)) } : {}),

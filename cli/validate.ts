@@ -34,6 +34,7 @@ import {
   UsageError,
 } from "./_args.ts";
 import { bundleMapping } from "./_mapping.ts";
+import { DEVICE_OPTION, deviceHelp, fallbackLines, parseDevice } from "./_device.ts";
 import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
 
 function parseTolerance(text: string | undefined): number {
@@ -72,7 +73,7 @@ export const validateCommand: Command = {
   name: "validate",
   summary: "compare ONNX Runtime on a bundle with the reference runtime",
   help: `Usage: kvpred validate --bundle DIR [--checkpoint F | --base F --aux F --predictor F]
-                        [--dtype D] [--prompts N] [--prompt-length L]
+                        [--dtype D] [--device D] [--prompts N] [--prompt-length L]
                         [--prompts-file F] [--tolerance T] [--json]
 
 Runs random prompts, the edge lengths 1 and 2, and all of them as one
@@ -91,12 +92,18 @@ quantized layers and greedy-token agreement; exits 1 when a difference exceeds
 the tolerance or any token differs. For a quantized variant it also reports
 its distance from fp32 (the float32 reference on the same sequences):
 first-token agreement and KL, teacher-forced top-1 agreement, max |Δ logits|;
---free-running adds the runtimes' difference without lockstep.
+--free-running adds the runtimes' difference without lockstep. With a WebGPU
+--device the reference computes that device's arithmetic (MatMulNBits as its
+DP4A or float program runs; every program ONNX Runtime's profile records is
+checked against the one emulated), and the node placement is printed: the
+int64 shape, mask and position ops ORT keeps on the CPU are expected, every
+float operator that fell back to the CPU is listed by name.
 
 ${CHECKPOINT_HELP}
 Options:
   --bundle DIR        the bundle to check
   --dtype D           the variant(s) to check: a name, a comma list, or all (default fp32)
+${deviceHelp(22)}
   --prompts-file F    prompts as token ids, one per line (commas or spaces)
   --prompts N         random prompts (default 4)
   --prompt-length L   longest random prompt (default 32)
@@ -119,6 +126,7 @@ ${verifyHelp(22)}
       dtype: { type: "string" },
       "prompts-file": { type: "string" },
       "free-running": { type: "boolean" },
+      ...DEVICE_OPTION,
       ...THREADS_OPTION,
       ...VERIFY_OPTIONS,
       json: { type: "boolean" },
@@ -139,6 +147,7 @@ ${verifyHelp(22)}
     const tolerance = values.tolerance === undefined ? undefined : parseTolerance(values.tolerance);
     const seed = parsePositive(values.seed, "--seed", 1234, 0);
     const threads = threadsOption(values.threads);
+    const device = parseDevice(values.device);
     await verifyFromCli(values.bundle, manifest, verify);
     const reports: ValidateReport[] = [];
     for (const variant of variants) {
@@ -154,11 +163,26 @@ ${verifyHelp(22)}
         seed,
         threads,
         verify: false,
+        device,
         freeRunning: values["free-running"],
         onCase: values.json || promptSet ? undefined : (c) => console.log(formatCase(c)),
       });
       reports.push(report);
       if (!values.json) {
+        if (report.device !== "cpu") {
+          console.log(
+            `device ${report.device}: ${report.adapter}; the reference computed its arithmetic` +
+              (report.arithmetic.kernels === "webgpu"
+                ? ` (MatMulNBits: ${
+                  report.arithmetic.subgroups ? "DP4A where it applies" : "float"
+                })`
+                : ""),
+          );
+        }
+        if (report.placement) {
+          console.log(report.placement.summary);
+          for (const line of fallbackLines(report.placement.floatFallbacks)) console.log(line);
+        }
         console.log(
           `${report.pass ? "PASS" : "FAIL"} ${variant}: max|Δlogits| ${
             report.maxLogitDiff.toExponential(2)

@@ -57,8 +57,13 @@ class HashingWriter {
   }
 }
 
-const bytesOf = (a: Float32Array | Uint8Array | Int8Array) =>
+const bytesOf = (a: Float32Array | Uint8Array | Int8Array | Float16Array) =>
   new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** float32 values as the bytes of the stored type (float16: each rounded to nearest, ties to even). */
+function floatBytes(a: Float32Array, type: "float32" | "float16" | undefined): Uint8Array {
+  return type === "float16" ? bytesOf(new Float16Array(a)) : bytesOf(a);
+}
 
 /**
  * Streams every initializer of a variant into its data file at its aligned
@@ -88,13 +93,13 @@ export async function writeWeights(
       pieces = [bytesOf(packed.weights), bytesOf(packed.scales)];
     } else if (spec.quant) {
       const packed = packMatMulNBits(quantizeRows(data, rows, cols, spec.quant));
-      pieces = [bytesOf(packed.codes), bytesOf(packed.scales)];
+      pieces = [bytesOf(packed.codes), floatBytes(packed.scales, spec.type)];
       if (!spec.quant.symmetric) pieces.push(packed.zeroPoints);
     } else {
       const stored = spec.transpose
         ? transpose(data, rows, cols, transposeBuf.subarray(0, data.length))
         : data;
-      pieces = [bytesOf(stored)];
+      pieces = [floatBytes(stored, spec.type)];
     }
     const tensors = storedTensors(spec);
     for (let i = 0; i < tensors.length; i++) {

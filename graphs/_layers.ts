@@ -17,8 +17,9 @@
  */
 
 import type { TransformerDescription } from "../converters/model/model.ts";
-import type { GraphBuilder } from "./builder.ts";
+import { elemTypeCode, type GraphBuilder } from "./builder.ts";
 import { ROW_QUANT } from "../converters/model/precision.ts";
+import { CACHE_READS } from "../bundle/contract.ts";
 
 /** "To the end" for Slice (clamped to the axis; int64 max itself does not survive a JS number). */
 const TO_END = Number.MAX_SAFE_INTEGER;
@@ -69,14 +70,59 @@ export function maskPositions(g: GraphBuilder, mask: string): string {
   });
 }
 
-/** RoPE tables for positions `[B, S]` int64: cos and sin `[B, S, 1, hd]`. */
+/**
+ * `f32(cos)` and `f32(sin)` of `f32(p · invFreq[j])` for positions `0 … rows−1`,
+ * each row `[hd]` (the half repeated), as the reference runtime computes them.
+ */
+export function ropeTableValues(
+  t: TransformerDescription,
+  rows: number,
+): { cos: Float32Array; sin: Float32Array } {
+  const half = t.headDim / 2, hd = t.headDim;
+  const invFreq = new Float32Array(half).map((_, j) => 1 / Math.pow(t.ropeTheta, (2 * j) / hd));
+  const cos = new Float32Array(rows * hd), sin = new Float32Array(rows * hd);
+  for (let p = 0; p < rows; p++) {
+    for (let j = 0; j < half; j++) {
+      const angle = Math.fround(p * invFreq[j]);
+      cos[p * hd + j] = cos[p * hd + j + half] = Math.cos(angle);
+      sin[p * hd + j] = sin[p * hd + j + half] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
+
+/**
+ * RoPE tables for positions `[B, S]` int64: cos and sin `[B, S, 1, hd]`.
+ * With `rows` (the context length) they are gathered from constant tables
+ * of {@link ropeTableValues}, so every device uses the same values (WebGPU's
+ * `sin`/`cos` on SwiftShader err by 2e-4, which alone moved fp32 logits by
+ * 1.1e-3); a position ≥ `rows` is out of the model's context (ONNX Runtime's
+ * CPU Gather refuses it). Without, `Cos`/`Sin` of the angles are computed.
+ */
 export function ropeTables(
   g: GraphBuilder,
   positions: string,
   t: TransformerDescription,
+  rows?: number,
 ): { cos: string; sin: string } {
   return g.scoped(`rope${t.headDim}`, () => {
     const half = t.headDim / 2;
+    if (rows !== undefined) {
+      const name = `rope.${t.headDim}.${t.ropeTheta}.${rows}`;
+      const values = ropeTableValues(t, rows);
+      const table = (kind: "cos" | "sin") =>
+        g.op("Unsqueeze", [
+          g.op(
+            "Gather",
+            [g.tensor(`${name}.${kind}`, values[kind], [rows, t.headDim]), positions],
+            {
+              axis: 0,
+            },
+          ),
+          g.ints([2]),
+        ]);
+      return { cos: table("cos"), sin: table("sin") };
+    }
     const invFreq = new Float32Array(half).map((_, j) =>
       1 / Math.pow(t.ropeTheta, (2 * j) / t.headDim)
     );
@@ -293,6 +339,27 @@ export interface LayerWeightNames {
   proj2: LinearFn;
 }
 
+/**
+ * The element types of an f16 graph (fp16, q4f16; F16_FLOAT32 says why):
+ * its linear layers, SwiGLU and cache are float16; the norms (with q/k-norm
+ * and RoPE), attention and predictor float32; the residual stream as given.
+ */
+export interface F16Graph {
+  /** The residual stream's type. */
+  residual: "float32" | "float16";
+}
+
+/** `x` as `to` (a Cast node, named by `label` when given; none when `from` is already `to`). */
+export function cast(
+  g: GraphBuilder,
+  x: string,
+  from: "float32" | "float16",
+  to: "float32" | "float16",
+  label?: string,
+): string {
+  return from === to ? x : g.op("Cast", [x], { to: elemTypeCode(to) }, label);
+}
+
 /** What one layer needs besides its weights. */
 export interface LayerInputs {
   rope: { cos: string; sin: string };
@@ -302,9 +369,16 @@ export interface LayerInputs {
    * (predicted and given; either may be empty). Empty list: no cache at all.
    */
   past: KvPair[];
+  /** An f16 graph's types (absent: float32 throughout). */
+  f16?: F16Graph;
 }
 
-/** One pre-norm transformer layer. Returns the new residual, the present cache and raw K/V. */
+/**
+ * One pre-norm transformer layer. Returns the new residual, the present cache
+ * and raw K/V. In an f16 graph (`inputs.f16`) the linear layers read and
+ * write float16 and the cache is float16, while the RMSNorms (q/k-norm and
+ * RoPE with them) and attention compute in float32 from Casts.
+ */
 export function transformerLayer(
   g: GraphBuilder,
   t: TransformerDescription,
@@ -315,12 +389,23 @@ export function transformerLayer(
 ): { x: string; present: KvPair; rawKey: string; rawValue: string } {
   const q = t.numQueryHeads[i], k = t.numKvHeads[i], hd = t.headDim, f = t.ffnDims[i];
   const group = q / k;
+  const f16 = inputs.f16;
+  const lin = f16 ? "float16" : "float32";
+  const res = f16?.residual ?? "float32";
+  // A norm in float32 of a value of type `from`, its output as `to`.
+  const norm = (v: string, from: typeof res, weight: string, to: typeof res) =>
+    cast(g, rmsNorm(g, cast(g, v, from, "float32"), weight, t.normEps), "float32", to);
   const attn = g.scoped("attn", () => {
-    const h = rmsNorm(g, x, w.attnNorm, t.normEps);
+    const h = norm(x, res, w.attnNorm, lin);
     const qkv = g.op("Reshape", [w.qkv(h), g.ints([0, 0, q + 2 * k, hd])]);
     const [qs, rawKey, rawValue] = g.opN("Split", [qkv, g.ints([q, k, k])], 3, { axis: 2 });
-    const qr = applyRope(g, rmsNorm(g, qs, w.qNorm, t.normEps), inputs.rope, hd);
-    const kr = applyRope(g, rmsNorm(g, rawKey, w.kNorm, t.normEps), inputs.rope, hd);
+    const qr = applyRope(g, norm(qs, lin, w.qNorm, "float32"), inputs.rope, hd);
+    const kr = cast(
+      g,
+      applyRope(g, norm(rawKey, lin, w.kNorm, "float32"), inputs.rope, hd),
+      "float32",
+      lin,
+    );
     // One Concat per cache: a piece that is empty at run time costs nothing.
     const append = (past: string[], fresh: string) => {
       const heads = g.op("Transpose", [fresh], { perm: [0, 2, 1, 3] });
@@ -343,8 +428,8 @@ export function transformerLayer(
     const ctx = paddingInvariantAttention(
       g,
       groupRows,
-      present.key,
-      present.value,
+      cast(g, present.key, lin, "float32", CACHE_READS.key),
+      cast(g, present.value, lin, "float32", CACHE_READS.value),
       inputs.bias,
       group,
       hd,
@@ -353,17 +438,19 @@ export function transformerLayer(
       g.op("Transpose", [ctx], { perm: [0, 3, 1, 2, 4] }),
       g.ints([0, 0, q * hd]),
     ]);
-    return { out: w.out(merged), present, rawKey, rawValue };
+    return { out: w.out(cast(g, merged, "float32", lin)), present, rawKey, rawValue };
   });
-  const x1 = g.op("Add", [x, attn.out]);
+  const x1 = g.op("Add", [x, cast(g, attn.out, lin, res)]);
   const ffn = g.scoped("ffn", () => {
-    const h = w.proj1(rmsNorm(g, x1, w.ffnNorm, t.normEps));
+    // SwiGLU in float32 (an f16 graph's f16 exp errs by up to 9 ulps on lavapipe, and
+    // ORT's fused QuickGelu computes 1 − 1/(1 + exp(x)) for x < 0, which cancels in f16).
+    const h = cast(g, w.proj1(norm(x1, res, w.ffnNorm, lin)), lin, "float32");
     const [gate, up] = g.opN("Split", [h, g.ints([f, f])], 2, { axis: -1 });
     const silu = g.op("Mul", [gate, g.op("Sigmoid", [gate])]);
-    return w.proj2(g.op("Mul", [silu, up]));
+    return w.proj2(cast(g, g.op("Mul", [silu, up]), "float32", lin));
   });
   return {
-    x: g.op("Add", [x1, ffn]),
+    x: g.op("Add", [x1, cast(g, ffn, lin, res)]),
     present: attn.present,
     rawKey: attn.rawKey,
     rawValue: attn.rawValue,

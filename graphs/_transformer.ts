@@ -18,12 +18,16 @@
 import type { Part, TransformerDescription } from "../converters/model/model.ts";
 import { layerName, modelName } from "../converters/model/names.ts";
 import {
-  ACCURACY_LEVEL,
+  accuracyLevelOf,
+  F16_FLOAT32,
+  isF16Variant,
   type Precision,
   type VariantPrecision,
 } from "../converters/model/precision.ts";
 import type { GraphBuilder } from "./builder.ts";
 import {
+  cast,
+  type F16Graph,
   type KvPair,
   linear,
   type LinearFn,
@@ -48,6 +52,8 @@ export class Weights {
     private readonly layout: WeightLayout,
     readonly precision: VariantPrecision,
     readonly blockSize: number,
+    /** Rows of the constant RoPE tables (the context length); absent: Cos/Sin nodes. */
+    readonly ropeRows?: number,
   ) {}
 
   private declare(spec: WeightSpec): void {
@@ -95,13 +101,19 @@ export class Weights {
         n,
         bits: spec.quant!.bits,
         blockSize: spec.quant!.blockSize,
-        accuracyLevel: ACCURACY_LEVEL,
+        accuracyLevel: accuracyLevelOf(spec.quant!),
       });
   }
 
   /** The precision of one part. */
   of(part: Part): Precision {
     return this.precision[part];
+  }
+
+  /** An f16 graph's element types (undefined for a float32 variant). */
+  get f16(): F16Graph | undefined {
+    if (!isF16Variant(this.precision)) return undefined;
+    return { residual: F16_FLOAT32.residual ? "float32" : "float16" };
   }
 }
 
@@ -117,8 +129,10 @@ export function transformer(
   past: KvPair[][],
 ) {
   return g.scoped(part, () => {
-    let x = g.op("Gather", [w.get(modelName(part, "embed")), ids], { axis: 0 }, "embed");
-    const rope = ropeTables(g, positions, t);
+    const f16 = w.f16;
+    const embedded = g.op("Gather", [w.get(modelName(part, "embed")), ids], { axis: 0 }, "embed");
+    let x = f16 ? cast(g, embedded, "float16", f16.residual) : embedded;
+    const rope = ropeTables(g, positions, t, w.ropeRows);
     const present: KvPair[] = [];
     const raw: KvPair[] = [];
     for (let i = 0; i < t.numLayers; i++) {
@@ -135,7 +149,7 @@ export function transformer(
           ffnNorm: n("ffnNorm"),
           proj1: lin("proj1"),
           proj2: lin("proj2"),
-        }, { rope, bias, past: past[i] ?? [] }));
+        }, { rope, bias, past: past[i] ?? [], f16 }));
       x = out.x;
       present.push(out.present);
       raw.push({ key: out.rawKey, value: out.rawValue });

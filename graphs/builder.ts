@@ -35,10 +35,11 @@ export const IR_VERSION = 8;
 export const CONTRIB_DOMAIN = "com.microsoft";
 
 /** Element types used here. */
-export type ElemType = "float32" | "int64" | "bool" | "uint8" | "int8";
+export type ElemType = "float32" | "float16" | "int64" | "bool" | "uint8" | "int8";
 
 const ELEM: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
+  float16: onnx.TensorProto.DataType.FLOAT16,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
   uint8: onnx.TensorProto.DataType.UINT8,
@@ -217,8 +218,9 @@ export class GraphBuilder {
     return name;
   }
 
-  /** A float32 initializer stored inline under `name` (no deduplication; for large data). */
+  /** A float32 initializer stored inline under `name` (once: a second call returns the name). */
   tensor(name: string, data: Float32Array, dims: number[]): string {
+    if (this.shared.initializers.some((t) => t.name === name)) return name;
     this.shared.initializers.push({
       name,
       dims,
@@ -278,6 +280,11 @@ export class GraphBuilder {
       graph: this.graph(),
     });
   }
+}
+
+/** ONNX's number for an element type (Cast's `to`). */
+export function elemTypeCode(type: ElemType): number {
+  return ELEM[type];
 }
 
 /** Serialises a model to protobuf bytes. */

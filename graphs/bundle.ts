@@ -35,7 +35,15 @@ import { variantName, type VariantPrecision } from "../converters/model/precisio
 import { sha256File } from "../converters/formats/sha256.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
 import { createHash } from "node:crypto";
-import { DEFAULT_BLOCK_SIZE, groupQuant, QUANT_OPS } from "../converters/model/precision.ts";
+import {
+  accuracyLevelOf,
+  DEFAULT_BLOCK_SIZE,
+  F16_FLOAT32,
+  type F16Island,
+  groupQuant,
+  isF16Variant,
+  QUANT_OPS,
+} from "../converters/model/precision.ts";
 import { isBlockSize } from "../converters/model/quant.ts";
 import { resolveTokenizer } from "../tokenizer/resolve.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
@@ -160,12 +168,17 @@ async function sourceFiles(sources: CheckpointSources, out: string): Promise<Sou
 
 /** How a variant stores and computes each tensor group (the manifest's `scheme`). */
 function variantScheme(precision: VariantPrecision, blockSize: number): TensorGroupScheme[] {
+  const f16 = isF16Variant(precision);
+  const float = f16 ? "float16" : "float32";
   const groups: TensorGroupScheme[] = [];
   for (const part of ["base", "auxiliary"] as const) {
     for (const [group, what] of [["linear", "linear layers"], ["classifier", "LM head"]] as const) {
       const q = groupQuant(precision[part], group, 0, blockSize);
       if (part === "auxiliary" && group === "classifier") continue; // never run in a graph
       const perChannel = q && QUANT_OPS[q.op].weights === "int8";
+      // An f16 variant's LM head may run in float32 (F16_FLOAT32.head).
+      const head32 = f16 && group === "classifier" && F16_FLOAT32.head;
+      const activations = head32 ? "float32" : float;
       groups.push(
         q
           ? {
@@ -174,23 +187,37 @@ function variantScheme(precision: VariantPrecision, blockSize: number): TensorGr
             bits: q.bits,
             ...(perChannel ? {} : { blockSize: q.blockSize }),
             symmetric: q.symmetric,
-            weights: perChannel ? "per output channel" : `blocks of ${q.blockSize} along K`,
-            activations: QUANT_OPS[q.op].activations(q.blockSize),
+            weights: perChannel
+              ? "per output channel"
+              : `blocks of ${q.blockSize} along K, ${head32 ? "float32" : float} scales`,
+            activations: `${activations}; ${
+              QUANT_OPS[q.op].activations(q.blockSize, accuracyLevelOf(q))
+            }`,
           }
           : {
             group: `${part} ${what}`,
             op: group === "linear" ? "MatMul" : "Gemm",
-            bits: 32,
-            activations: "float32",
+            bits: f16 ? 16 : 32,
+            ...(head32 ? { weights: "the float16 embedding, cast to float32" } : {}),
+            activations,
           },
       );
     }
   }
   groups.push(
-    { group: "embeddings", op: "Gather", bits: 32, activations: "float32" },
+    { group: "embeddings", op: "Gather", bits: f16 ? 16 : 32, activations: float },
     { group: "predictor", op: "MatMul", bits: 32, activations: "float32" },
     { group: "norms", op: "Mul", bits: 32, activations: "float32" },
   );
+  if (f16) {
+    const kept = (Object.keys(F16_FLOAT32) as F16Island[]).filter((k) => F16_FLOAT32[k]);
+    groups.push({
+      group: "float32 parts of the f16 graph",
+      op: "Cast",
+      bits: 32,
+      activations: `float32 in: ${kept.join(", ")}; the cache is float16`,
+    });
+  }
   return groups;
 }
 
@@ -256,6 +283,7 @@ export async function convert(
           base: { file: paths.base, description: "base-only decoder (TTFT baseline)" },
         },
         externalData: paths.data,
+        cacheType: isF16Variant(precision) ? "float16" : "float32",
         weightBytes: layout.totalBytes,
         scheme: variantScheme(precision, blockSize),
       });

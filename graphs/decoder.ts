@@ -17,13 +17,19 @@
  * @module
  */
 
-import type { KvpDescription, Part, TransformerDescription } from "../converters/model/model.ts";
+import {
+  contextLengthOf,
+  type KvpDescription,
+  type Part,
+  type TransformerDescription,
+} from "../converters/model/model.ts";
 import { layerName, modelName, predictorName } from "../converters/model/names.ts";
 import { type GraphKind, IO } from "../bundle/contract.ts";
 import { type Dim, GraphBuilder, type ModelProto } from "./builder.ts";
 import {
   applyRope,
   attentionBias,
+  cast,
   dim,
   type KvPair,
   linear,
@@ -32,7 +38,11 @@ import {
   ropeTables,
   slice,
 } from "./_layers.ts";
-import { DEFAULT_BLOCK_SIZE, type VariantPrecision } from "../converters/model/precision.ts";
+import {
+  DEFAULT_BLOCK_SIZE,
+  F16_FLOAT32,
+  type VariantPrecision,
+} from "../converters/model/precision.ts";
 import { transformer, Weights } from "./_transformer.ts";
 import { headSpec, type WeightLayout } from "./weights.ts";
 
@@ -47,15 +57,33 @@ export interface DecoderOptions {
   blockSize?: number;
 }
 
-/** Final norm and LM head on the last position: `[B, 1, vocab]`. */
+/**
+ * Final norm and LM head on the last position: `[B, 1, vocab]` float32. In
+ * an f16 graph the norm is float32, and the head float32 (the f16 matrix
+ * cast, or f32 scales) or float16 as F16_FLOAT32 says.
+ */
 function lastLogits(g: GraphBuilder, w: Weights, part: Part, t: TransformerDescription, x: string) {
   return g.scoped(`${part}.head`, () => {
-    const last = rmsNorm(g, slice(g, x, 1, -1), w.get(modelName(part, "norm")), t.normEps);
+    const f16 = w.f16;
+    const residual = f16?.residual ?? "float32";
+    const head = f16 && !F16_FLOAT32.head ? "float16" : "float32";
+    const last = cast(
+      g,
+      rmsNorm(
+        g,
+        cast(g, slice(g, x, 1, -1), residual, "float32"),
+        w.get(modelName(part, "norm")),
+        t.normEps,
+      ),
+      "float32",
+      head,
+    );
     const spec = headSpec(part, t, w.of(part), w.blockSize);
-    if (spec.quant) return w.linear(g, spec)(last);
+    if (spec.quant) return cast(g, w.linear(g, spec)(last), head, "float32");
     const flat = g.op("Reshape", [last, g.ints([0, t.modelDim])]);
-    const logits = g.op("Gemm", [flat, w.get(spec.name)], { transB: 1 });
-    return g.op("Unsqueeze", [logits, g.ints([1])]);
+    const matrix = cast(g, w.get(spec.name), spec.type ?? "float32", head);
+    const logits = g.op("Gemm", [flat, matrix], { transB: 1 });
+    return cast(g, g.op("Unsqueeze", [logits, g.ints([1])]), head, "float32");
   });
 }
 
@@ -85,13 +113,18 @@ function predictedCache(
     [],
   );
   return g.scoped("predictor", () => {
-    const rope = ropeTables(g, auxPositions, base);
+    const rope = ropeTables(g, auxPositions, base, w.ropeRows);
     return mapping.map((a, i) =>
       g.scoped(`l${i}`, () => {
         const k = base.numKvHeads[i], hd = base.headDim;
         const widthIn = aux.numKvHeads[a] * aux.headDim;
+        // The predictor is float32 in every variant; an f16 graph's raw K/V and cache are f16.
+        const cacheType = w.f16 ? "float16" : "float32";
         const map = (raw: string, kind: "key" | "value") => {
-          const tokens = g.op("Reshape", [raw, g.ints([0, 0, widthIn])]);
+          const tokens = g.op("Reshape", [
+            cast(g, raw, cacheType, "float32"),
+            g.ints([0, 0, widthIn]),
+          ]);
           const y = linear(
             g,
             tokens,
@@ -111,9 +144,10 @@ function predictedCache(
           rope,
           hd,
         );
+        const value = map(auxOut.raw[a].value, "value");
         return {
-          key: g.op("Transpose", [key], { perm: [0, 2, 1, 3] }),
-          value: g.op("Transpose", [map(auxOut.raw[a].value, "value")], { perm: [0, 2, 1, 3] }),
+          key: g.op("Transpose", [cast(g, key, "float32", cacheType)], { perm: [0, 2, 1, 3] }),
+          value: g.op("Transpose", [cast(g, value, "float32", cacheType)], { perm: [0, 2, 1, 3] }),
         };
       })
     );
@@ -134,16 +168,20 @@ export function buildDecoder(
     layout,
     options.precision ?? { auxiliary: "fp32", base: "fp32" },
     options.blockSize ?? DEFAULT_BLOCK_SIZE,
+    contextLengthOf(desc),
   );
   const B: Dim = "batch_size";
+  // transformers.js feeds int64 ids and mask, builds the empty cache from the graph's
+  // input metadata, and reads float32 or float16 logits: f16 graphs have an f16 cache.
+  const cacheType = w.f16 ? "float16" : "float32";
   g.input(IO.inputIds, "int64", [B, "sequence_length"]);
   g.input(IO.attentionMask, "int64", [B, "total_sequence_length"]);
   const past: KvPair[] = [];
   for (let i = 0; i < base.numLayers; i++) {
     const dims = [B, base.numKvHeads[i], "past_sequence_length", base.headDim];
     past.push({
-      key: g.input(IO.pastKey(i), "float32", dims),
-      value: g.input(IO.pastValue(i), "float32", dims),
+      key: g.input(IO.pastKey(i), cacheType, dims),
+      value: g.input(IO.pastValue(i), cacheType, dims),
     });
   }
   const positions = maskPositions(g, IO.attentionMask);
@@ -153,17 +191,29 @@ export function buildDecoder(
   // empty past and decode an empty prediction, so neither is ever copied twice.
   let cache = past.map((p) => [p]);
   if (kind === "kvp") {
-    // Entry point: an empty past means prefill with KV prediction.
-    const empty = g.op("Equal", [
-      g.op("Squeeze", [dim(g, IO.pastKey(0), 2), g.ints([0])]),
-      g.ints([0], []),
+    // Entry point: an empty past and a prompt of two tokens or more mean prefill with
+    // KV prediction. A one-token prompt has nothing to predict: the decode branch's
+    // empty slices of the (empty) past are its prediction. (Run on empty tensors, the
+    // auxiliary pass would fail on ONNX Runtime's WebGPU EP, whose reductions refuse
+    // empty inputs; and a second If nested inside the prefill branch would keep ONNX
+    // Runtime's CPU EP from prepacking MatMulNBits weights there: it then computes in
+    // float, not at accuracy_level 4 — measured, 0.03 in the q4 cache.)
+    const prefilling = g.op("And", [
+      g.op("Equal", [
+        g.op("Squeeze", [dim(g, IO.pastKey(0), 2), g.ints([0])]),
+        g.ints([0], []),
+      ]),
+      g.op("Greater", [
+        g.op("Squeeze", [dim(g, IO.inputIds, 1), g.ints([0])]),
+        g.ints([1], []),
+      ]),
     ]);
     const branchOutputs = (sub: GraphBuilder, idsValue: string, kv: KvPair[]) => {
       sub.output(idsValue, "int64", [B, "new_tokens"], `${sub.name}.input_ids`);
       kv.forEach((p, i) => {
         const dims = [B, base.numKvHeads[i], "predicted_length", base.headDim];
-        sub.output(p.key, "float32", dims, `${sub.name}.predicted.${i}.key`);
-        sub.output(p.value, "float32", dims, `${sub.name}.predicted.${i}.value`);
+        sub.output(p.key, cacheType, dims, `${sub.name}.predicted.${i}.key`);
+        sub.output(p.value, cacheType, dims, `${sub.name}.predicted.${i}.value`);
       });
       return sub.graph(false);
     };
@@ -183,7 +233,7 @@ export function buildDecoder(
         value: slice(decode, p.value, 2, 0, 0),
       })),
     );
-    const outs = g.opN("If", [empty], 1 + 2 * base.numLayers, {
+    const outs = g.opN("If", [prefilling], 1 + 2 * base.numLayers, {
       then_branch: prefillGraph,
       else_branch: decodeGraph,
     }, "entry_point");
@@ -196,8 +246,8 @@ export function buildDecoder(
   g.output(lastLogits(g, w, "base", base, out.x), "float32", [B, 1, base.vocabSize], IO.logits);
   out.present.forEach((p, i) => {
     const dims = [B, base.numKvHeads[i], "total_sequence_length", base.headDim];
-    g.output(p.key, "float32", dims, IO.presentKey(i));
-    g.output(p.value, "float32", dims, IO.presentValue(i));
+    g.output(p.key, cacheType, dims, IO.presentKey(i));
+    g.output(p.value, cacheType, dims, IO.presentValue(i));
   });
   return g.model(
     kind === "kvp"

@@ -21,7 +21,9 @@
 import type { KvpDescription, Part, TransformerDescription } from "../converters/model/model.ts";
 import { layerName, modelName, predictorName } from "../converters/model/names.ts";
 import {
+  ACTIVATIONS,
   DEFAULT_BLOCK_SIZE,
+  F16_FLOAT32,
   type GroupQuant,
   groupQuant,
   type Precision,
@@ -40,8 +42,13 @@ export interface WeightSpec {
   sourceDims: number[];
   /** float32 only: stored transposed (`[in, out]`, for MatMul). */
   transpose: boolean;
-  /** Quantized for one of the QUANT_OPS (source `[N, K]`), else float32. */
+  /** Quantized for one of the QUANT_OPS (source `[N, K]`), else float. */
   quant?: GroupQuant;
+  /**
+   * The float element type of its values (a float weight) or of its scales
+   * (MatMulNBits): float16 in an f16 variant (default float32).
+   */
+  type?: "float32" | "float16";
 }
 
 /** One initializer a spec turns into. */
@@ -76,8 +83,9 @@ export function zeroPointBytes(blocks: number, bits: number): number {
 /** The initializers of a spec, in the order they are written. */
 export function storedTensors(spec: WeightSpec): StoredTensor[] {
   const d = spec.sourceDims;
+  const float = spec.type ?? "float32";
   if (!spec.quant) {
-    return [{ name: spec.name, dims: spec.transpose ? [d[1], d[0]] : d, type: "float32" }];
+    return [{ name: spec.name, dims: spec.transpose ? [d[1], d[0]] : d, type: float }];
   }
   const [n, k] = d;
   const { bits, blockSize, symmetric } = spec.quant;
@@ -91,7 +99,7 @@ export function storedTensors(spec: WeightSpec): StoredTensor[] {
   }
   const out: StoredTensor[] = [
     { name: names.codes, dims: [n, blocks, (blockSize * bits) / 8], type: "uint8" },
-    { name: names.scales, dims: [n * blocks], type: "float32" },
+    { name: names.scales, dims: [n * blocks], type: float },
   ];
   if (!symmetric) {
     out.push({ name: names.zeroPoints, dims: [n * zeroPointBytes(blocks, bits)], type: "uint8" });
@@ -99,29 +107,55 @@ export function storedTensors(spec: WeightSpec): StoredTensor[] {
   return out;
 }
 
-const ELEM_BYTES: Record<ElemType, number> = { float32: 4, int64: 8, bool: 1, uint8: 1, int8: 1 };
+const ELEM_BYTES: Record<ElemType, number> = {
+  float32: 4,
+  float16: 2,
+  int64: 8,
+  bool: 1,
+  uint8: 1,
+  int8: 1,
+};
 
 /** Bytes of one stored tensor. */
 export function storedBytes(t: StoredTensor): number {
   return t.dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[t.type];
 }
 
-function float(source: string, dims: number[], transpose = false): WeightSpec {
-  return { name: transpose ? `${source}.T` : source, source, sourceDims: dims, transpose };
+function float(
+  source: string,
+  dims: number[],
+  transpose = false,
+  type: "float32" | "float16" = "float32",
+): WeightSpec {
+  const name = transpose ? `${source}.T` : source;
+  return { name, source, sourceDims: dims, transpose, ...(type === "float16" ? { type } : {}) };
 }
 
-/** A linear weight `[out, in]`: quantized codes when asked, else float32 `[in, out]`. */
+/** Float weights of a precision: float16 in an f16 variant. */
+function floatType(precision: Precision): "float32" | "float16" {
+  return ACTIVATIONS[precision];
+}
+
+/** A linear weight `[out, in]`: quantized codes when asked, else float `[in, out]`. */
 function linear(
   source: string,
   dims: number[],
   quant: GroupQuant | undefined,
   tag = "",
+  type: "float32" | "float16" = "float32",
 ): WeightSpec {
-  if (!quant) return float(source, dims, true);
+  if (!quant) return float(source, dims, true, type);
   const q = QUANT_OPS[quant.op].weights === "int8"
     ? "int8"
     : `q${quant.bits}b${quant.blockSize}${quant.symmetric ? "s" : "a"}`;
-  return { name: `${source}${tag}.${q}`, source, sourceDims: dims, transpose: false, quant };
+  return {
+    name: `${source}${tag}.${q}`,
+    source,
+    sourceDims: dims,
+    transpose: false,
+    quant,
+    ...(type === "float16" ? { type } : {}),
+  };
 }
 
 /** The spec of a transformer's LM head: the (tied) embedding or the classifier. */
@@ -133,11 +167,14 @@ export function headSpec(
 ): WeightSpec {
   const quant = groupQuant(precision, "classifier", t.modelDim, blockSize);
   const source = modelName(part, t.tiedEmbeddings ? "embed" : "classifier");
-  // float32 Gemm reads the [vocab, d] matrix as stored (transB), so the tied
+  // An f16 variant's LM head may be float32 (F16_FLOAT32): f32 scales, or the
+  // f16 matrix cast to float32 in the graph.
+  const type = F16_FLOAT32.head && quant ? "float32" : floatType(precision);
+  // Gemm reads the [vocab, d] matrix as stored (transB), so the tied
   // embedding serves both; a quantized head is a second copy.
   return quant
-    ? linear(source, [t.vocabSize, t.modelDim], quant, ".head")
-    : float(source, [t.vocabSize, t.modelDim]);
+    ? linear(source, [t.vocabSize, t.modelDim], quant, ".head", type)
+    : float(source, [t.vocabSize, t.modelDim], false, type);
 }
 
 /** The spec of one linear weight of layer `i`. */
@@ -157,7 +194,13 @@ export function layerLinearSpec(
     proj1: [2 * f, d],
     proj2: [d, f],
   }[key];
-  return linear(layerName(part, i, key), dims, groupQuant(precision, "linear", dims[1], blockSize));
+  return linear(
+    layerName(part, i, key),
+    dims,
+    groupQuant(precision, "linear", dims[1], blockSize),
+    "",
+    floatType(precision),
+  );
 }
 
 /** A transformer's initializers at one precision (the LM head only for the base model). */
@@ -168,7 +211,8 @@ export function transformerWeights(
   blockSize = DEFAULT_BLOCK_SIZE,
 ): WeightSpec[] {
   const d = t.modelDim, hd = t.headDim;
-  const out = [float(modelName(part, "embed"), [t.vocabSize, d])];
+  // Norm weights stay float32 (F16_FLOAT32.norms); the embedding takes the precision's type.
+  const out = [float(modelName(part, "embed"), [t.vocabSize, d], false, floatType(precision))];
   for (let i = 0; i < t.numLayers; i++) {
     const n = (key: Parameters<typeof layerName>[2]) => layerName(part, i, key);
     const lin = (key: "qkv" | "outProj" | "proj1" | "proj2") =>

@@ -20,7 +20,7 @@
 import onnxProto from "onnx-proto";
 import { dirname } from "node:path";
 import { findVariant, readManifest } from "../bundle/manifest.ts";
-import { MANIFEST_FILE } from "../bundle/contract.ts";
+import { CACHE_READS, MANIFEST_FILE } from "../bundle/contract.ts";
 import type { KvpDescription, Part } from "../converters/model/model.ts";
 import { layerName, modelName } from "../converters/model/names.ts";
 import { QUANT_OPS } from "../converters/model/precision.ts";
@@ -37,6 +37,8 @@ export interface TappedBundle extends AsyncDisposable {
   dir: string;
   /** Tap output name → the linear layer whose input it is. */
   sites: Map<string, LinearSite>;
+  /** Quantized node name → the linear layer it computes (to read ORT's profile by). */
+  nodeSites: Map<string, LinearSite>;
 }
 
 const LINEARS: LinearTensor[] = ["qkv", "outProj", "proj1", "proj2"];
@@ -59,9 +61,12 @@ function siteTable(model: KvpDescription): [string, LinearSite][] {
   return out;
 }
 
-/** The site a quantized node's weight belongs to: its initializer is `<source>.<…>`. */
+/**
+ * The site a linear node's weight belongs to: its initializer is `<source>.<…>`
+ * (or `<source>` itself: an f16 variant's float32 LM head casts the f16 table).
+ */
 function siteOf(table: [string, LinearSite][], weight: string): LinearSite | undefined {
-  return table.find(([source]) => weight.startsWith(`${source}.`))?.[1];
+  return table.find(([source]) => weight === source || weight.startsWith(`${source}.`))?.[1];
 }
 
 /**
@@ -79,44 +84,130 @@ function linearInput(graph: Graph, node: Node): string {
   return value;
 }
 
-const floatOutput = (name: string): onnxProto.onnx.IValueInfoProto => ({
+const T = onnx.TensorProto.DataType;
+
+/** A graph output of element type `type` (FLOAT or FLOAT16). */
+const tensorOutput = (name: string, type: number): onnxProto.onnx.IValueInfoProto => ({
   name,
-  type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT } },
+  type: { tensorType: { elemType: type } },
 });
 
-/** The quantized linears of one graph (not its subgraphs): [input value, site]. */
-function graphTaps(graph: Graph, table: [string, LinearSite][]): [string, LinearSite][] {
-  const out: [string, LinearSite][] = [];
+/**
+ * Whether a node is a linear layer the lockstep takes over: a quantized
+ * operator, or a MatMul/Gemm over a float16 weight (an f16 variant, whose
+ * every product rounds to f16 just as a quantized layer rounds to int8).
+ */
+function isTapped(node: Node, initTypes: Map<string, number>): boolean {
+  if (node.domain === "com.microsoft") return node.opType! in QUANT_OPS;
+  return ["MatMul", "Gemm"].includes(node.opType!) &&
+    initTypes.get(node.input?.[1] ?? "") === T.FLOAT16;
+}
+
+/**
+ * A float32 MatMul/Gemm over an f16 initializer cast to float32 (an f16
+ * variant's LM head): its f16 weight's name, else undefined. Tapped too, so
+ * the reference's head reads ONNX Runtime's input as every other layer does.
+ */
+function castWeight(
+  node: Node,
+  producers: Map<string, Node>,
+  initTypes: Map<string, number>,
+): string | undefined {
+  if (!["MatMul", "Gemm"].includes(node.opType!)) return undefined;
+  const p = producers.get(node.input?.[1] ?? "");
+  if (p?.opType !== "Cast") return undefined;
+  return initTypes.get(p.input![0]) === T.FLOAT16 ? p.input![0] : undefined;
+}
+
+/** The element type of a tapped node's activations: float16 where its weights or scales are. */
+function tapType(node: Node, initTypes: Map<string, number>): number {
+  const scalesOrWeights = node.opType === "MatMulNBits" ? node.input![2] : node.input![1];
+  return initTypes.get(scalesOrWeights) === T.FLOAT16 ? T.FLOAT16 : T.FLOAT;
+}
+
+/** One tapped linear layer: the value it reads, its site, its node and element type. */
+interface Tap {
+  value: string;
+  site: LinearSite;
+  node: string;
+  type: number;
+}
+
+/** `<part>.l<i>.attn/cache_key_<n>`: an f16 graph's attention reading the cache. */
+const CACHE_READ = new RegExp(
+  `(?:^|\\.)(auxiliary|base)\\.l(\\d+)\\.attn/(${CACHE_READS.key}|${CACHE_READS.value})_\\d+$`,
+);
+
+/** The site of a Cast through which attention reads the cache, if `node` is one. */
+function cacheRead(node: Node): LinearSite | undefined {
+  if (node.opType !== "Cast") return undefined;
+  const m = CACHE_READ.exec(node.name ?? "");
+  if (!m) return undefined;
+  return {
+    part: m[1] as Part,
+    layer: Number(m[2]),
+    tensor: m[3] === CACHE_READS.key ? "cacheKey" : "cacheValue",
+  };
+}
+
+/** The tapped linears (and cache reads) of one graph (not its subgraphs). */
+function graphTaps(
+  graph: Graph,
+  table: [string, LinearSite][],
+  initTypes: Map<string, number>,
+): Tap[] {
+  const out: Tap[] = [];
+  const producers = new Map<string, Node>();
+  for (const n of graph.node ?? []) for (const o of n.output ?? []) producers.set(o, n);
   for (const node of graph.node ?? []) {
-    if (!(node.opType! in QUANT_OPS) || node.domain !== "com.microsoft") continue;
+    const read = cacheRead(node);
+    if (read) {
+      out.push({ value: node.input![0], site: read, node: node.name!, type: T.FLOAT16 });
+      continue;
+    }
+    const cast = castWeight(node, producers, initTypes);
+    const head = cast && siteOf(table, cast);
+    if (head) {
+      out.push({ value: node.input![0], site: head, node: node.name ?? "", type: T.FLOAT });
+      continue;
+    }
+    if (!isTapped(node, initTypes)) continue;
     const site = siteOf(table, node.input![1]);
-    if (site) out.push([linearInput(graph, node), site]);
+    if (site) {
+      const type = tapType(node, initTypes);
+      out.push({ value: linearInput(graph, node), site, node: node.name ?? "", type });
+      // An f16 layer's output too: the reference continues from ONNX Runtime's.
+      if (type === T.FLOAT16) {
+        out.push({ value: node.output![0], site: { ...site, output: true }, node: "", type });
+      }
+    }
   }
   return out;
 }
 
-/** Adds the taps of a model's main graph and of its If branches as graph outputs. */
-export function tapModel(
-  model: onnxProto.onnx.IModelProto,
-  description: KvpDescription,
-): Map<string, LinearSite> {
-  const table = siteTable(description);
-  const graph = model.graph!;
-  const sites = new Map<string, LinearSite>();
-  for (const [value, site] of graphTaps(graph, table)) {
-    graph.output!.push(floatOutput(value));
-    sites.set(value, site);
-  }
-  let n = 0;
+/**
+ * The taps of `graph` and, through every If node, of its branches at any
+ * depth, as values of `graph` (a branch's tap leaves it as an output of the
+ * If node; the other branches return an empty tensor there).
+ */
+function exposeTaps(
+  graph: Graph,
+  table: [string, LinearSite][],
+  initTypes: Map<string, number>,
+  nodes: Map<string, LinearSite>,
+  fresh: () => string,
+): Tap[] {
+  const out = graphTaps(graph, table, initTypes);
+  for (const tap of out) if (tap.node) nodes.set(tap.node, tap.site);
   for (const node of graph.node ?? []) {
     if (node.opType !== "If") continue;
     const branches = (node.attribute ?? []).filter((a) => a.g).map((a) => a.g!);
     for (const branch of branches) {
-      for (const [value, site] of graphTaps(branch, table)) {
-        const name = `kvpred.tap.${n++}`;
+      for (const tap of exposeTaps(branch, table, initTypes, nodes, fresh)) {
+        const name = fresh();
         // Every branch must return as many outputs: the others return an empty tensor.
         for (const other of branches) {
-          if (other === branch) other.output!.push(floatOutput(value));
+          if (other === branch) other.output!.push(tensorOutput(tap.value, tap.type));
           else {
             const empty = `${name}.empty`;
             other.node!.push({
@@ -126,17 +217,37 @@ export function tapModel(
               attribute: [{
                 name: "value",
                 type: onnx.AttributeProto.AttributeType.TENSOR,
-                t: { dims: [0], dataType: onnx.TensorProto.DataType.FLOAT },
+                t: { dims: [0], dataType: tap.type },
               }],
             });
-            other.output!.push(floatOutput(empty));
+            other.output!.push(tensorOutput(empty, tap.type));
           }
         }
         node.output!.push(name);
-        graph.output!.push(floatOutput(name));
-        sites.set(name, site);
+        out.push({ ...tap, value: name });
       }
     }
+  }
+  return out;
+}
+
+/**
+ * Adds the taps of a model's main graph and of its If branches (at any
+ * depth) as graph outputs; `nodes` receives each tapped node's name and site.
+ */
+export function tapModel(
+  model: onnxProto.onnx.IModelProto,
+  description: KvpDescription,
+  nodes: Map<string, LinearSite> = new Map(),
+): Map<string, LinearSite> {
+  const table = siteTable(description);
+  const graph = model.graph!;
+  const initTypes = new Map((graph.initializer ?? []).map((t) => [t.name!, t.dataType!]));
+  let n = 0;
+  const sites = new Map<string, LinearSite>();
+  for (const tap of exposeTaps(graph, table, initTypes, nodes, () => `kvpred.tap.${n++}`)) {
+    graph.output!.push(tensorOutput(tap.value, tap.type));
+    sites.set(tap.value, tap.site);
   }
   return sites;
 }
@@ -158,11 +269,12 @@ export async function tapBundle(bundle: string, variant: string): Promise<Tapped
   const dispose = () => Deno.remove(dir, { recursive: true }).catch(() => {});
   try {
     const sites = new Map<string, LinearSite>();
+    const nodeSites = new Map<string, LinearSite>();
     await Deno.copyFile(`${bundle}/${MANIFEST_FILE}`, `${dir}/${MANIFEST_FILE}`);
     const linked = new Set<string>();
     for (const graph of Object.values(entry.graphs)) {
       const model = onnx.ModelProto.decode(await Deno.readFile(`${bundle}/${graph.file}`));
-      for (const [k, v] of tapModel(model, manifest.model)) sites.set(k, v);
+      for (const [k, v] of tapModel(model, manifest.model, nodeSites)) sites.set(k, v);
       await Deno.mkdir(`${dir}/${dirname(graph.file)}`, { recursive: true });
       await Deno.writeFile(`${dir}/${graph.file}`, onnx.ModelProto.encode(model).finish());
       for (const init of model.graph?.initializer ?? []) {
@@ -173,7 +285,7 @@ export async function tapBundle(bundle: string, variant: string): Promise<Tapped
         await linkOrCopy(`${bundle}/${rel}`, `${dir}/${rel}`);
       }
     }
-    return { dir, sites, [Symbol.asyncDispose]: dispose };
+    return { dir, sites, nodeSites, [Symbol.asyncDispose]: dispose };
   } catch (e) {
     await dispose();
     throw e;

@@ -31,19 +31,30 @@
  * @module
  */
 
-import type { BundleManifest } from "../bundle/contract.ts";
+import type { BundleManifest, VariantEntry } from "../bundle/contract.ts";
 import { manifestSources } from "../bundle/manifest.ts";
 import type { Progress } from "../bundle/verify.ts";
 import type { CheckpointSources } from "../converters/checkpoint.ts";
 import { CheckpointError } from "../converters/errors.ts";
-import type { VariantPrecision } from "../converters/model/precision.ts";
+import {
+  accuracyLevelOf,
+  F16_FLOAT32,
+  groupQuant,
+  isF16Variant,
+  type VariantPrecision,
+} from "../converters/model/precision.ts";
 import { Random } from "../converters/random.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
 import type { PromptBatch } from "../runtime/batch.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
 import { OrtModel } from "../runtime/ort.ts";
+import { floatValues } from "../runtime/engine.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import type { LinearSite } from "../runtime/transformer.ts";
+import { type Arithmetic, arithmeticFor } from "../runtime/arithmetic.ts";
+import type { Device } from "../runtime/device.ts";
+import { type Fallback, formatPlacement, type Placement } from "../runtime/placement.ts";
+import { NBITS_PROGRAMS, nbitsProgram } from "../runtime/_webgpu_nbits.ts";
 import { tapBundle } from "./_taps.ts";
 import type { KvpRuntime, LayerCache, Mode, Step } from "../runtime/types.ts";
 
@@ -87,6 +98,25 @@ export interface ValidateOptions {
    * variants; default false): reported as `freeRunning`, not part of `pass`.
    */
   freeRunning?: boolean;
+  /**
+   * Where ONNX Runtime runs the bundle (default "cpu"); the reference
+   * computes that device's arithmetic (runtime/arithmetic.ts), and on a
+   * WebGPU device every MatMulNBits program ORT's profile records is checked
+   * against the one the reference emulates.
+   */
+  device?: Device;
+}
+
+/** Where ONNX Runtime ran the nodes (a WebGPU device), as its profile records it. */
+export interface PlacementReport {
+  /** One line: nodes per execution provider, and the float ops that fell back. */
+  summary: string;
+  /** Distinct nodes per execution provider. */
+  nodesByProvider: Record<string, number>;
+  /** CPU-placed nodes that read float tensors (compute that fell back). */
+  floatFallbacks: Fallback[];
+  /** The WebGPU programs of the MatMulNBits nodes, with how often each ran. */
+  nbitsPrograms: Record<string, number>;
 }
 
 /** One prompt set in one mode. */
@@ -106,6 +136,12 @@ export interface CaseReport {
    * any quantized linear layer, over every step (0 when there is none).
    */
   maxInputDiff: number;
+  /**
+   * An f16 variant: over the cache and the f16 inputs, max |Δ| in units of
+   * float16's spacing at the value (only elements beyond the tolerance
+   * count; 0 when none is, and in float32 variants). See {@link F16_ULPS}.
+   */
+  maxUlps: number;
   /** Steps × rows where the runtimes' greedy tokens differ. */
   tokensDiffering: number;
 }
@@ -144,6 +180,14 @@ export interface ValidateReport {
   bundle: string;
   /** The variant checked. */
   variant: string;
+  /** Where ONNX Runtime ran it. */
+  device: Device;
+  /** The adapter it ran on, in words. */
+  adapter: string;
+  /** Whose kernels the reference emulated. */
+  arithmetic: Arithmetic;
+  /** Node placement (WebGPU devices). */
+  placement?: PlacementReport;
   /** Every case. */
   cases: CaseReport[];
   /** Max |Δ logits| over all cases. */
@@ -152,6 +196,8 @@ export interface ValidateReport {
   maxCacheDiff: number;
   /** Max |Δ| of the quantized linear layers' inputs (lockstep), over all cases. */
   maxInputDiff: number;
+  /** An f16 variant: the cache's and inputs' max |Δ| beyond the tolerance, in f16 ulps. */
+  maxUlps: number;
   /** Compared in lockstep (a quantized variant: every quantized layer from ONNX Runtime's input). */
   lockstep: boolean;
   /** Steps × rows, over all cases, where the tokens differ (0 to pass). */
@@ -175,6 +221,35 @@ export interface ValidateReport {
  * exactly.
  */
 export const TOLERANCE = 1e-3;
+
+/**
+ * The bound that replaces the tolerance for the float16 tensors of an f16
+ * variant (its cache and its linear layers' inputs): one unit in the last
+ * place of float16 at the value. Each is a float32 value rounded to f16 by the
+ * graph; the two runtimes compute the float32 value in a different order
+ * (1e-6 apart), and two float32 values closer than one f16 spacing round to
+ * the same f16 or to neighbours — never further apart. The logits (float32,
+ * from the same inputs in lockstep) keep the tolerance.
+ */
+export const F16_ULPS = 1;
+
+/** float16's spacing at magnitude `v` (subnormals: 2⁻²⁴). */
+function f16Spacing(v: number): number {
+  return v < 2 ** -14 ? 2 ** -24 : 2 ** (Math.floor(Math.log2(v)) - 10);
+}
+
+/** Max over elements beyond `tolerance` of |a − b| in f16 spacings (0 if none; ∞ on NaN). */
+function ulpsBeyond(a: ArrayLike<number>, b: ArrayLike<number>, tolerance: number): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (d <= tolerance) continue;
+    const u = d / f16Spacing(Math.max(Math.abs(a[i]), Math.abs(b[i])));
+    if (!(u <= m)) m = Number.isNaN(u) ? Infinity : u;
+  }
+  return m;
+}
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) return Infinity;
@@ -206,6 +281,35 @@ function maskedDiff(a: LayerCache, b: LayerCache, mask: Uint8Array, hd: number):
     const d = Math.max(Math.abs(a.key[i] - b.key[i]), Math.abs(a.value[i] - b.value[i]));
     if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
   }
+  return m;
+}
+
+/** The cache's real positions in f16 spacings beyond `tolerance` ({@link ulpsBeyond}). */
+function cacheUlps(
+  a: LayerCache[],
+  b: LayerCache[],
+  mask: Uint8Array,
+  hd: number,
+  tolerance: number,
+): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  a.forEach((layer, l) => {
+    const T = layer.length, batch = mask.length / T, perRow = layer.key.length / batch;
+    const other = b[l];
+    if (other.length !== T || other.key.length !== layer.key.length) m = Infinity;
+    else {
+      for (let i = 0; i < layer.key.length; i++) {
+        const row = Math.floor(i / perRow), t = Math.floor(i / hd) % T;
+        if (!mask[row * T + t]) continue;
+        m = Math.max(
+          m,
+          ulpsBeyond([layer.key[i]], [other.key[i]], tolerance),
+          ulpsBeyond([layer.value[i]], [other.value[i]], tolerance),
+        );
+      }
+    }
+  });
   return m;
 }
 
@@ -340,13 +444,18 @@ export async function validateBundle(
   options: ValidateOptions = {},
 ): Promise<ValidateReport> {
   const { prompts = 4, promptLength = 32, decodeSteps = 8, seed = 1234 } = options;
+  const device = options.device ?? "cpu";
+  const profile = device !== "cpu";
   const ortModel = await OrtModel.load(bundle, {
     variant: options.variant ?? "fp32",
     verify: options.verify ?? true,
     threads: options.threads,
     onVerifyProgress: options.onVerifyProgress,
     signal: options.signal,
+    device,
+    profile,
   });
+  const arithmetic = arithmeticFor(device);
   const { manifest, variant, description } = ortModel;
   const tolerance = options.tolerance ?? TOLERANCE;
   const cacheTolerance = options.cacheTolerance ?? tolerance;
@@ -374,26 +483,30 @@ export async function validateBundle(
   // 1. ONNX Runtime, recorded; its weights are released before the reference loads,
   // and each graph's session before the other's is made (both hold the base weights).
   const fromOrt: Trace[] = [];
+  let placement: Placement | undefined;
   try {
     for (const [i, c] of cases.entries()) {
       if (i > 0 && cases[i - 1].mode !== c.mode) await ortModel.releaseSession(cases[i - 1].mode);
       fromOrt.push(await trace(ortModel, c.input, c.mode, decodeSteps));
     }
+    if (profile) placement = await ortModel.placement();
   } finally {
     await ortModel.release();
   }
   const sources = options.sources ?? await recordedSources(manifest, bundle, options.signal);
-  const load = (precision: VariantPrecision) =>
+  const load = (precision: VariantPrecision, emulate = arithmetic) =>
     ReferenceModel.load(sources, {
       mapping: description.mapping,
       precision,
       blockSize: variant.blockSize,
+      arithmetic: emulate,
     });
   const isFp32 = variant.precision.auxiliary === "fp32" && variant.precision.base === "fp32";
   // 2. The reference computing the variant's arithmetic, fed the same tokens; a quantized
   // variant in lockstep with its tapped graphs.
   const ref = await load(variant.precision);
-  const compare = (c: Case, got: Trace, want: Trace, inputDiff: number): CaseReport => {
+  const f16 = isF16Variant(variant.precision);
+  const compare = (c: Case, got: Trace, want: Trace, inputDiff: number, inputUlps = 0) => {
     let tokensDiffering = 0;
     got.logits.forEach((l, s) => {
       const a = argmaxRows(l, c.input.batch, vocab);
@@ -407,8 +520,14 @@ export async function validateBundle(
       maxLogitDiff: Math.max(...got.logits.map((l, s) => maxDiff(l, want.logits[s]))),
       maxCacheDiff: cacheDiff(want.cache, got.cache, c.input.mask, description.base.headDim),
       maxInputDiff: inputDiff,
+      maxUlps: f16
+        ? Math.max(
+          inputUlps,
+          cacheUlps(want.cache, got.cache, c.input.mask, description.base.headDim, cacheTolerance),
+        )
+        : 0,
       tokensDiffering,
-    };
+    } satisfies CaseReport;
   };
   const reports: CaseReport[] = [];
   let freeRunning: FreeRunningReport | undefined;
@@ -428,12 +547,12 @@ export async function validateBundle(
       for (
         const report of await lockstep(
           bundle,
-          variant.name,
+          variant,
           ref,
           cases,
           fromOrt,
           decodeSteps,
-          options.threads,
+          { threads: options.threads, device, arithmetic },
           compare,
         )
       ) {
@@ -465,7 +584,7 @@ export async function validateBundle(
   // 3. The variant's distance from float32, on the same sequences.
   let qualityReports: QualityReport[] | undefined;
   if (options.quality ?? !isFp32) {
-    const fp32 = await load({ auxiliary: "fp32", base: "fp32" });
+    const fp32 = await load({ auxiliary: "fp32", base: "fp32" }, arithmeticFor("cpu"));
     const fp32Traces: Trace[] = [];
     for (const [i, c] of cases.entries()) {
       fp32Traces.push(await trace(fp32, c.input, c.mode, decodeSteps, fromOrt[i].fed));
@@ -484,28 +603,37 @@ export async function validateBundle(
   const maxLogitDiff = Math.max(...reports.map((c) => c.maxLogitDiff));
   const maxCacheDiff = Math.max(...reports.map((c) => c.maxCacheDiff));
   const maxInputDiff = Math.max(...reports.map((c) => c.maxInputDiff));
+  const maxUlps = Math.max(...reports.map((c) => c.maxUlps));
+  // An f16 variant's f16 tensors may differ by one f16 ulp beyond the tolerance (F16_ULPS).
+  const withinBound = (diff: number, bound: number) =>
+    diff <= bound || (f16 && maxUlps <= F16_ULPS);
   const tokensDiffering = reports.reduce((a, c) => a + c.tokensDiffering, 0);
   return {
     bundle,
     variant: variant.name,
+    device,
+    adapter: ortModel.engine.adapter,
+    arithmetic,
+    ...(placement ? { placement: placementReport(placement) } : {}),
     cases: reports,
     maxLogitDiff,
     maxCacheDiff,
     maxInputDiff,
+    maxUlps,
     lockstep: !isFp32,
     tokensDiffering,
     tolerance,
     cacheTolerance,
     quality: qualityReports,
     freeRunning,
-    pass: tokensDiffering === 0 && maxLogitDiff <= tolerance && maxCacheDiff <= cacheTolerance &&
-      maxInputDiff <= tolerance,
+    pass: tokensDiffering === 0 && maxLogitDiff <= tolerance &&
+      withinBound(maxCacheDiff, cacheTolerance) && withinBound(maxInputDiff, tolerance),
   };
 }
 
 /** A site's key in a step's taps. */
 function siteKey(site: LinearSite): string {
-  return `${site.part}/${site.layer ?? "head"}/${site.tensor}`;
+  return `${site.part}/${site.layer ?? "head"}/${site.tensor}${site.output ? "/out" : ""}`;
 }
 
 /**
@@ -518,29 +646,39 @@ function siteKey(site: LinearSite): string {
  */
 async function lockstep(
   bundle: string,
-  variant: string,
+  variant: VariantEntry,
   ref: ReferenceModel,
   cases: Case[],
   fromOrt: Trace[],
   decodeSteps: number,
-  threads: number | undefined,
-  compare: (c: Case, got: Trace, want: Trace, inputDiff: number) => CaseReport,
+  run: { threads?: number; device: Device; arithmetic: Arithmetic },
+  compare: (c: Case, got: Trace, want: Trace, inputDiff: number, inputUlps: number) => CaseReport,
 ): Promise<CaseReport[]> {
-  await using tapped = await tapBundle(bundle, variant);
+  await using tapped = await tapBundle(bundle, variant.name);
   let runs: Map<string, Float32Array>[] = [];
   const model = await OrtModel.load(tapped.dir, {
-    variant,
+    variant: variant.name,
     verify: false,
-    threads,
+    threads: run.threads,
+    device: run.device,
+    profile: run.device !== "cpu",
     onOutputs: (_mode, outputs) => {
       const taps = new Map<string, Float32Array>();
       for (const [name, tensor] of Object.entries(outputs)) {
         const site = tapped.sites.get(name);
-        if (site) taps.set(siteKey(site), tensor.data as Float32Array);
+        if (site) taps.set(siteKey(site), floatValues(tensor));
       }
       runs.push(taps);
     },
   });
+  // ORT's CPU EP runs an f16 MatMul as float32 and drops the graph's f16 Casts around it
+  // (runtime/arithmetic.ts): its input, and an output that feeds a Cast to float32 (all
+  // but qkv's, which feeds Reshape), are float32 values the f16 taps do not show.
+  const cpuF16Float = run.arithmetic.kernels === "cpu" && isF16Variant(variant.precision);
+  const cpuF16MatMul = (site: LinearSite) =>
+    cpuF16Float && site.tensor !== "classifier" && site.tensor !== "cacheKey" &&
+    site.tensor !== "cacheValue" && !(site.output && site.tensor === "qkv") &&
+    !groupQuant(variant.precision[site.part], "linear", 0, variant.blockSize);
   const reports: CaseReport[] = [];
   try {
     for (const [i, c] of cases.entries()) {
@@ -554,36 +692,131 @@ async function lockstep(
           );
         }
       });
-      let step = 0, inputDiff = 0;
+      let step = 0, inputDiff = 0, inputUlps = 0;
       const used = new Set<string>();
       ref.linearInput = (site, x) => {
         const key = siteKey(site);
         const tap = runs[step]?.get(key);
         if (!tap) return x;
+        // ORT's CPU EP feeds an f16 MatMul the float32 value before the graph's f16 Cast
+        // (it drops the Cast pair): the f16 tap is not what it read, so it is not handed over.
+        if (cpuF16MatMul(site)) {
+          used.add(`${step}:${key}`);
+          return x;
+        }
         if (tap.length !== x.length) {
           throw new Error(
             `${c.name} step ${step}: ${key} has ${tap.length} inputs in ONNX Runtime, ${x.length} in the reference`,
           );
         }
         inputDiff = Math.max(inputDiff, maxDiff(x, tap));
+        inputUlps = Math.max(inputUlps, ulpsBeyond(x, tap, TOLERANCE));
+        used.add(`${step}:${key}`);
+        return tap;
+      };
+      // An f16 layer's output: within one f16 ulp beyond the tolerance, then ONNX Runtime's.
+      ref.linearOutput = (site, y) => {
+        const key = siteKey(site);
+        const tap = runs[step]?.get(key);
+        if (!tap || cpuF16MatMul(site)) return y;
+        if (tap.length !== y.length) {
+          throw new Error(
+            `${c.name} step ${step}: ${key} has ${tap.length} outputs in ONNX Runtime, ${y.length} in the reference`,
+          );
+        }
+        inputDiff = Math.max(inputDiff, maxDiff(y, tap));
+        inputUlps = Math.max(inputUlps, ulpsBeyond(y, tap, TOLERANCE));
         used.add(`${step}:${key}`);
         return tap;
       };
       const got = await trace(ref, c.input, c.mode, decodeSteps, fromOrt[i].fed, (s) => step = s);
       ref.linearInput = undefined;
+      ref.linearOutput = undefined;
       runs.forEach((taps, s) => {
         for (const [key, tap] of taps) {
-          if (tap.length && !used.has(`${s}:${key}`)) {
+          const unused = run.arithmetic.kernels === "cpu" && key.endsWith("/out") &&
+            !/\/qkv\/out$/.test(key) && cpuF16Float;
+          if (tap.length && !used.has(`${s}:${key}`) && !unused) {
             throw new Error(`${c.name} step ${s}: ONNX Runtime ran ${key}, the reference did not`);
           }
         }
       });
-      reports.push(compare(c, got, fromOrt[i], inputDiff));
+      reports.push(compare(c, got, fromOrt[i], inputDiff, inputUlps));
+    }
+    if (run.device !== "cpu") {
+      checkPrograms(await model.placement(), tapped.nodeSites, variant, run.arithmetic);
     }
   } finally {
     await model.release();
   }
   return reports;
+}
+
+/** The profile's words for a placement, without the per-node program runs. */
+function placementReport(p: Placement): PlacementReport {
+  const nbitsPrograms: Record<string, number> = {};
+  for (const runs of p.programs.values()) {
+    for (const r of runs) {
+      if (r.op === "MatMulNBits") nbitsPrograms[r.program] = (nbitsPrograms[r.program] ?? 0) + 1;
+    }
+  }
+  return {
+    summary: formatPlacement(p),
+    nodesByProvider: p.nodesByProvider,
+    floatFallbacks: p.floatFallbacks,
+    nbitsPrograms,
+  };
+}
+
+/** The activation quantization program DP4A runs before its matrix product. */
+const DP4A_QUANTIZE = "DP4AMatMulQuantize";
+
+/**
+ * Every MatMulNBits run ORT's WebGPU profile records must be the program the
+ * reference emulated for that node and shape (runtime/_webgpu_nbits.ts):
+ * otherwise the comparison would not be like with like, and the rule is wrong.
+ */
+function checkPrograms(
+  placement: Placement,
+  nodeSites: Map<string, LinearSite>,
+  variant: VariantEntry,
+  arithmetic: Arithmetic,
+): void {
+  for (const [node, runs] of placement.programs) {
+    const site = nodeSites.get(node);
+    if (!site || !runs.some((r) => r.op === "MatMulNBits")) continue;
+    // The k-th main program of a node is its k-th run (DP4A quantizes in a program of its own).
+    const main = runs.filter((r) => r.op === "MatMulNBits" && r.program !== DP4A_QUANTIZE);
+    const shapes = placement.nodeRuns.get(node) ?? [];
+    if (main.length !== shapes.length) {
+      throw new Error(`${node}: ${main.length} MatMulNBits programs for ${shapes.length} runs`);
+    }
+    for (const [i, r] of main.entries()) {
+      const [a, b] = shapes[i];
+      const K = a[a.length - 1], M = a.slice(0, -1).reduce((x, y) => x * y, 1), N = b[0];
+      const group = site.tensor === "classifier" ? "classifier" : "linear";
+      const q = groupQuant(variant.precision[site.part], group, K, variant.blockSize);
+      if (!q) continue;
+      const f16 = isF16Variant(variant.precision) && !(group === "classifier" && F16_FLOAT32.head);
+      const want = NBITS_PROGRAMS[
+        nbitsProgram({
+          M,
+          K,
+          N,
+          bits: q.bits,
+          blockSize: q.blockSize,
+          accuracyLevel: accuracyLevelOf(q),
+          f16,
+        }, arithmetic)
+      ];
+      if (r.program !== want) {
+        throw new Error(
+          `${node}: ONNX Runtime ran ${r.program} at M=${M} K=${K} N=${N}, the reference ` +
+            `emulated ${want}`,
+        );
+      }
+    }
+  }
 }
 
 function lengthsOf(input: PromptBatch): number[] {

@@ -16,7 +16,7 @@
  * @module
  */
 
-import * as ort from "onnxruntime-node";
+import type * as ort from "onnxruntime-node";
 import { type BundleManifest, IO, type VariantEntry } from "../bundle/contract.ts";
 import { findVariant, readManifest } from "../bundle/manifest.ts";
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
@@ -24,14 +24,33 @@ import type { KvpDescription } from "../converters/model/model.ts";
 import { extendMask, padPrompts, type PromptBatch } from "./batch.ts";
 import { type GenerateResult, generateWith } from "./greedy.ts";
 import { defaultThreads } from "./cpu.ts";
+import type { Device } from "./device.ts";
+import {
+  type Engine,
+  type EngineSession,
+  floatValues,
+  type IoData,
+  type IoType,
+  nodeEngine,
+  ortSessionOptions,
+  type OrtTensor,
+} from "./engine.ts";
+import { mergePlacements, type Placement, placementFromProfile } from "./placement.ts";
 import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 
 /**
- * The options every kvpred session is created with: all graph optimizations,
- * and `threads` intra-op threads (default {@link defaultThreads}: one per core).
+ * The options every kvpred CPU session is created with: all graph
+ * optimizations, and `threads` intra-op threads (default
+ * {@link defaultThreads}: one per core).
  */
 export function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
-  return { graphOptimizationLevel: "all", intraOpNumThreads: threads ?? defaultThreads() };
+  return ortSessionOptions("cpu", threads ?? defaultThreads());
+}
+
+/** The engine running `device`: onnxruntime-node (cpu, webgpu) or onnxruntime-web (webgpu-web). */
+export async function engineFor(device: Device): Promise<Engine> {
+  if (device === "webgpu-web") return (await import("./ort_web.ts")).webEngine();
+  return nodeEngine(device);
 }
 
 /** Options for {@link OrtModel.load}. */
@@ -48,6 +67,13 @@ export interface OrtLoadOptions {
   signal?: AbortSignal;
   /** Intra-op threads (default {@link defaultThreads}: one per core). */
   threads?: number;
+  /** Where the graphs run (default "cpu"; see runtime/device.ts). */
+  device?: Device;
+  /**
+   * Record where ONNX Runtime places each node and which WebGPU program it
+   * runs (its profiler), read with {@link OrtModel.placement} (default false).
+   */
+  profile?: boolean;
   /** Runs on the description before the bundle is verified or loaded. */
   check?: (description: KvpDescription) => void;
   /** Progress of the integrity check (bytes hashed). */
@@ -73,7 +99,8 @@ export interface OrtStep extends Step {
 
 /** An exported bundle, run by ONNX Runtime. */
 export class OrtModel implements KvpRuntime<OrtStep> {
-  private sessions = new Map<Mode, ort.InferenceSession>();
+  private sessions = new Map<Mode, EngineSession>();
+  private profiles: Placement[] = [];
 
   /** Intra-op threads of its sessions. */
   get threads(): number {
@@ -85,6 +112,8 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     readonly manifest: BundleManifest,
     /** The variant this model runs. */
     readonly variant: VariantEntry,
+    /** The ONNX Runtime package and device that run it. */
+    readonly engine: Engine,
     private readonly options: OrtLoadOptions,
   ) {}
 
@@ -101,12 +130,18 @@ export class OrtModel implements KvpRuntime<OrtStep> {
         signal: options.signal,
       });
     }
-    return new OrtModel(dir, manifest, variant, options);
+    const engine = await engineFor(options.device ?? "cpu");
+    return new OrtModel(dir, manifest, variant, engine, options);
   }
 
   /** The model description recorded at export. */
   get description(): KvpDescription {
     return this.manifest.model;
+  }
+
+  /** The device its graphs run on. */
+  get device(): Device {
+    return this.engine.device;
   }
 
   /** Creates the session of `mode`'s graph. */
@@ -117,15 +152,16 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   /**
    * The session of one graph: `kvp` (model{s}.onnx) or `base` (model_base{s}.onnx).
    *
-   * @internal Returns an ONNX Runtime type, which kvpred does not re-export.
+   * @internal Returns kvpred's engine session over an ONNX Runtime session.
    */
-  async session(mode: Mode): Promise<ort.InferenceSession> {
+  async session(mode: Mode): Promise<EngineSession> {
     let s = this.sessions.get(mode);
     if (!s) {
-      s = await ort.InferenceSession.create(
-        `${this.dir}/${this.variant.graphs[mode].file}`,
-        sessionOptions(this.threads),
-      );
+      s = await this.engine.create(`${this.dir}/${this.variant.graphs[mode].file}`, {
+        threads: this.threads,
+        profile: this.options.profile,
+        externalData: [`${this.dir}/${this.variant.externalData}`],
+      });
       this.sessions.set(mode, s);
     }
     return s;
@@ -147,8 +183,8 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     const { batch } = state;
     const { base } = this.description;
     const feeds: Record<string, ort.Tensor> = {
-      [IO.inputIds]: new ort.Tensor("int64", ids, [batch, seq]),
-      [IO.attentionMask]: new ort.Tensor("int64", BigInt64Array.from(mask, BigInt), [
+      [IO.inputIds]: this.engine.tensor("int64", ids, [batch, seq]),
+      [IO.attentionMask]: this.engine.tensor("int64", BigInt64Array.from(mask, BigInt), [
         batch,
         mask.length / batch,
       ]),
@@ -163,19 +199,21 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     for (let i = 0; i < base.numLayers; i++) {
       past.push(out[IO.presentKey(i)], out[IO.presentValue(i)]);
     }
-    return { batch, mask, past, logits: out[IO.logits].data as Float32Array };
+    return { batch, mask, past, logits: floatValues(out[IO.logits]) };
+  }
+
+  /** The element type of the graph's cache inputs (float16 in the f16 variants). */
+  async cacheType(mode: Mode): Promise<IoType> {
+    const info = (await this.session(mode)).inputs.find((i) => i.name === IO.pastKey(0));
+    return info?.type === "float16" ? "float16" : "float32";
   }
 
   /** Prefill of a padded batch through the `kvp` or `base` graph (empty past). */
-  prefill(input: PromptBatch, mode: Mode): Promise<OrtStep> {
+  async prefill(input: PromptBatch, mode: Mode): Promise<OrtStep> {
     const { base } = this.description;
+    const type = await this.cacheType(mode);
     const past = base.numKvHeads.flatMap((k) => {
-      const empty = new ort.Tensor("float32", new Float32Array(0), [
-        input.batch,
-        k,
-        0,
-        base.headDim,
-      ]);
+      const empty = this.engine.tensor(type, emptyData(type), [input.batch, k, 0, base.headDim]);
       return [empty, empty];
     });
     return this.run(
@@ -199,7 +237,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
    * row are trimmed.
    */
   selectRows(state: OrtStep, rows: readonly number[]): OrtStep {
-    return gatherRows([state], rows.map((row) => [0, row]));
+    return gatherRows(this.engine, [state], rows.map((row) => [0, row]));
   }
 
   /**
@@ -209,6 +247,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
    */
   concatRows(states: readonly OrtStep[]): OrtStep {
     return gatherRows(
+      this.engine,
       states,
       states.flatMap((s, i) => Array.from({ length: s.batch }, (_, row) => [i, row] as const)),
     );
@@ -219,17 +258,29 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     return generateWith(this, prompts, options);
   }
 
-  /** The cache of a state as float32 arrays, per layer (for comparisons). */
+  /** The cache of a state as float32 arrays, per layer (float16 caches converted exactly). */
   cache(state: OrtStep): LayerCache[] {
     const out: LayerCache[] = [];
     for (let i = 0; i < state.past.length; i += 2) {
       out.push({
-        key: state.past[i].data as Float32Array,
-        value: state.past[i + 1].data as Float32Array,
+        key: floatValues(state.past[i]),
+        value: floatValues(state.past[i + 1]),
         length: state.past[i].dims[2],
       });
     }
     return out;
+  }
+
+  /**
+   * Where ONNX Runtime placed the nodes that ran so far, and the WebGPU
+   * programs they ran (with `profile`; empty otherwise). Open sessions stop
+   * profiling; their later runs are not recorded.
+   */
+  async placement(): Promise<Placement> {
+    for (const s of this.sessions.values()) {
+      this.profiles.push(placementFromProfile(await s.endProfiling()));
+    }
+    return mergePlacements(this.profiles);
   }
 
   /** Releases the sessions. */
@@ -243,9 +294,28 @@ export class OrtModel implements KvpRuntime<OrtStep> {
    * modes one after the other with this in between halves peak memory.
    */
   async releaseSession(mode: Mode): Promise<void> {
-    await this.sessions.get(mode)?.release();
+    const s = this.sessions.get(mode);
+    if (!s) return;
     this.sessions.delete(mode);
+    this.profiles.push(placementFromProfile(await s.endProfiling()));
+    await s.release();
   }
+}
+
+/** A zero-length typed array of an element type. */
+function emptyData(type: IoType): IoData {
+  return type === "float16"
+    ? new Uint16Array(0)
+    : type === "int64"
+    ? new BigInt64Array(0)
+    : new Float32Array(0);
+}
+
+/** A tensor's data as its typed array (float16 as Uint16Array bits). */
+function typedData(t: OrtTensor): Float32Array | Uint16Array {
+  if (t.type === "float32") return t.data as Float32Array;
+  const d = t.data as ArrayBufferView;
+  return new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2);
 }
 
 /**
@@ -254,6 +324,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
  * mask-1 column), shorter rows left-padded with zeros and mask 0.
  */
 function gatherRows(
+  engine: Engine,
   states: readonly OrtStep[],
   picks: readonly (readonly [number, number])[],
 ): OrtStep {
@@ -275,10 +346,12 @@ function gatherRows(
   });
   const past = states[0].past.map((first, t) => {
     const [, heads, , headDim] = first.dims;
-    const data = new Float32Array(batch * heads * total * headDim);
+    const type: IoType = first.type === "float16" ? "float16" : "float32";
+    const size = batch * heads * total * headDim;
+    const data = type === "float16" ? new Uint16Array(size) : new Float32Array(size);
     picks.forEach(([i, row], b) => {
       const src = states[i].past[t], w = src.dims[2], c = Math.min(total, w);
-      const from = src.data as Float32Array;
+      const from = typedData(src);
       for (let h = 0; h < heads; h++) {
         const at = ((row * heads + h) * w + w - c) * headDim;
         data.set(
@@ -287,7 +360,7 @@ function gatherRows(
         );
       }
     });
-    return new ort.Tensor("float32", data, [batch, heads, total, headDim]);
+    return engine.tensor(type, data, [batch, heads, total, headDim]);
   });
   return { batch, mask, past, logits };
 }

@@ -21,7 +21,9 @@ import type { VariantPrecision } from "../converters/model/precision.ts";
 import { columns, extendMask, padPrompts, positionsFromMask, type PromptBatch } from "./batch.ts";
 import { type GenerateResult, generateWith } from "./greedy.ts";
 import { predictCache } from "./predictor.ts";
-import { forward, type LinearInputHook } from "./transformer.ts";
+import { type Arithmetic, CPU_ARITHMETIC } from "./arithmetic.ts";
+import { forward, type LinearInputHook, type LinearOutputHook } from "./transformer.ts";
+import { roundF16 } from "./_f16.ts";
 import type { GenerateOptions, KvpRuntime, LayerCache, Mode, Step } from "./types.ts";
 import {
   loadPredictor,
@@ -48,12 +50,16 @@ export interface LoadOptions {
   mapping?: number[];
   /** Runs on the description before any weight is read (to reject bad input early). */
   check?: (description: KvpDescription) => void;
+  /** Whose kernels to emulate (default ONNX Runtime's CPU kernels; see arithmetic.ts). */
+  arithmetic?: Arithmetic;
 }
 
 /** A KV-prediction model held in memory as float32. */
 export class ReferenceModel implements KvpRuntime<StepResult> {
   /** Sees (and may replace) every linear layer's input in later steps (validation's lockstep). */
   linearInput?: LinearInputHook;
+  /** Sees (and may replace) every f16 linear layer's output (an f16 variant's lockstep). */
+  linearOutput?: LinearOutputHook;
 
   private constructor(
     readonly description: KvpDescription,
@@ -61,6 +67,8 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
     private readonly base: TransformerWeights,
     private readonly aux: TransformerWeights,
     private readonly predictor: PredictorWeights,
+    /** Whose kernels it emulates. */
+    readonly arithmetic: Arithmetic,
   ) {}
 
   /** Loads and checks a checkpoint. Throws CheckpointError on bad files. */
@@ -84,6 +92,7 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
           blockSize: options.blockSize,
         }),
         await loadPredictor(index, description.base.numLayers),
+        options.arithmetic ?? CPU_ARITHMETIC,
       );
     } finally {
       index.close();
@@ -110,6 +119,8 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
       valid: mask,
       logits: "last",
       linearInput: this.linearInput,
+      linearOutput: this.linearOutput,
+      arithmetic: this.arithmetic,
     });
     return { batch, cache: out.cache, mask, logits: out.logits };
   }
@@ -131,6 +142,8 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
         logits: auxLogits ? "all" : "none",
         keepRaw: true,
         linearInput: this.linearInput,
+        linearOutput: this.linearOutput,
+        arithmetic: this.arithmetic,
       });
       aux = auxLogits ? out.logits : undefined;
       past = predictCache(
@@ -143,6 +156,13 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
         batch,
         prompt,
       );
+      // The predictor is float32 in every variant; an f16 graph's cache holds f16.
+      if (this.base.activations === "float16") {
+        for (const c of past) {
+          roundF16(c.key);
+          roundF16(c.value);
+        }
+      }
     }
     const out = forward(this.base, {
       batch,
@@ -153,6 +173,8 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
       past,
       logits: "last",
       linearInput: this.linearInput,
+      linearOutput: this.linearOutput,
+      arithmetic: this.arithmetic,
     });
     return { batch, cache: out.cache, mask, logits: out.logits, auxLogits: aux };
   }
@@ -186,6 +208,8 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
       past: state.cache,
       logits: "last",
       linearInput: this.linearInput,
+      linearOutput: this.linearOutput,
+      arithmetic: this.arithmetic,
     });
     return { batch, cache: out.cache, mask, logits: out.logits };
   }

@@ -23,21 +23,32 @@
  * @module
  */
 
-import { applyLinear } from "./_linear.ts";
+import { type Arithmetic, CPU_ARITHMETIC, deviceLinear } from "./arithmetic.ts";
+import { F16_FLOAT32 } from "../converters/model/precision.ts";
+import { roundF16 } from "./_f16.ts";
 import { rmsNormRows, ropeInPlace, ropeInvFreq, swiglu } from "./_ops.ts";
 import type { Part } from "../converters/model/model.ts";
 import type { LinearTensor, TransformerWeights } from "./weights.ts";
 
 import type { LayerCache } from "./types.ts";
 
-/** Where a linear layer sits: the transformer, the layer (absent for the LM head) and the tensor. */
+/** The cache an f16 graph's attention reads (its keys or its values). */
+export type CacheTensor = "cacheKey" | "cacheValue";
+
+/**
+ * Where a lockstep tap sits: a linear layer's input (the transformer, the
+ * layer — absent for the LM head — and the tensor), or in an f16 graph the
+ * f16 cache a layer's attention reads.
+ */
 export interface LinearSite {
   /** The transformer. */
   part: Part;
   /** The layer (absent: the LM head). */
   layer?: number;
-  /** The linear layer. */
-  tensor: LinearTensor | "classifier";
+  /** The linear layer, or the cache. */
+  tensor: LinearTensor | "classifier" | CacheTensor;
+  /** The layer's output rather than its input (an f16 graph's f16 linear outputs). */
+  output?: boolean;
 }
 
 /**
@@ -46,6 +57,14 @@ export interface LinearSite {
  * validator steps the reference in lockstep with ONNX Runtime this way.
  */
 export type LinearInputHook = (site: LinearSite, x: Float32Array) => Float32Array;
+
+/**
+ * Sees the output `[rows, n]` the reference computed for a linear layer of an
+ * f16 graph (rounded to f16) and returns the output to use: the lockstep of an
+ * f16 variant hands over ONNX Runtime's, since a one-ulp difference there is
+ * amplified by what follows (SwiGLU near its root).
+ */
+export type LinearOutputHook = (site: LinearSite, y: Float32Array) => Float32Array;
 
 /** What {@link forward} consumes. */
 export interface ForwardInput {
@@ -66,6 +85,10 @@ export interface ForwardInput {
   keepRaw?: boolean;
   /** Called with every linear layer's input (see {@link LinearInputHook}). */
   linearInput?: LinearInputHook;
+  /** Called with every f16 linear layer's output (see {@link LinearOutputHook}). */
+  linearOutput?: LinearOutputHook;
+  /** Whose kernels the quantized layers follow (default ONNX Runtime's CPU kernels). */
+  arithmetic?: Arithmetic;
 }
 
 /** What {@link forward} returns. */
@@ -91,19 +114,42 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
   }
   const cache: LayerCache[] = [];
   const raw: { key: Float32Array; value: Float32Array }[] = [];
+  // An f16 graph (fp16, q4f16) rounds to f16 where it holds f16 tensors (F16_FLOAT32).
+  const f16 = w.activations === "float16";
+  const arithmetic = input.arithmetic ?? CPU_ARITHMETIC;
+  const cpuCasts = f16 && arithmetic.kernels === "cpu";
+  const round = (a: Float32Array) => {
+    if (f16) roundF16(a);
+    return a;
+  };
+  const addResidual = (y: Float32Array) => {
+    for (let i = 0; i < x.length; i++) x[i] += y[i];
+    if (f16 && !F16_FLOAT32.residual) roundF16(x);
+  };
   for (let l = 0; l < desc.numLayers; l++) {
     const lw = w.layers[l];
     const q = desc.numQueryHeads[l], k = desc.numKvHeads[l];
     const heads = q + 2 * k;
     const h = x.slice();
     rmsNormRows(h, B * S, d, lw.attnNorm, desc.normEps);
-    const lin = (tensor: LinearTensor, x: Float32Array) =>
-      applyLinear(
-        input.linearInput?.({ part: w.part, layer: l, tensor }, x) ?? x,
+    const lin = (tensor: LinearTensor, x: Float32Array) => {
+      const site = { part: w.part, layer: l, tensor };
+      // outProj, proj1 and proj2 feed a Cast to float32; qkv feeds Reshape and Split (f16).
+      const y = deviceLinear(
+        input.linearInput?.(site, x) ?? x,
         B * S,
         lw[tensor],
+        arithmetic,
+        f16,
+        tensor !== "qkv",
       );
-    const qkv = lin("qkv", h);
+      return f16 && input.linearOutput ? input.linearOutput({ ...site, output: true }, y) : y;
+    };
+    // ONNX Runtime's CPU EP runs an f16 MatMul as float32 between Casts and drops the
+    // graph's Cast(f32→f16) with its own Cast(f16→f32): such an input is not rounded.
+    const into = (tensor: LinearTensor, a: Float32Array) =>
+      cpuCasts && lw[tensor].op === "MatMul" ? a : round(a);
+    const qkv = lin("qkv", into("qkv", h));
     if (input.keepRaw) raw.push(splitKv(qkv, B, S, q, k, hd));
     for (let r = 0; r < B * S; r++) {
       const pos = input.positions[r];
@@ -111,21 +157,32 @@ export function forward(w: TransformerWeights, input: ForwardInput): ForwardOutp
         const o = (r * heads + head) * hd;
         rmsNormRows(qkv, 1, hd, head < q ? lw.qNorm : lw.kNorm, desc.normEps, o);
         ropeInPlace(qkv, o, invFreq, pos);
+        // Keys go to the f16 cache; queries stay float32 into float32 attention.
+        if (f16 && (head >= q || !F16_FLOAT32.attention)) roundF16(qkv, o, o + hd);
       }
     }
     const layerCache = appendCache(input.past?.[l], qkv, B, S, q, k, hd, past);
     cache.push(layerCache);
-    const attn = attend(qkv, layerCache, input.valid, B, S, q, k, hd, past);
-    const proj = lin("outProj", attn);
-    for (let i = 0; i < x.length; i++) x[i] += proj[i];
+    // The cache attention reads: a lockstep may hand over ONNX Runtime's (f16 graphs).
+    const hook = input.linearInput;
+    const read = hook
+      ? {
+        ...layerCache,
+        key: hook({ part: w.part, layer: l, tensor: "cacheKey" }, layerCache.key),
+        value: hook({ part: w.part, layer: l, tensor: "cacheValue" }, layerCache.value),
+      }
+      : layerCache;
+    const attn = into("outProj", attend(qkv, read, input.valid, B, S, q, k, hd, past));
+    addResidual(lin("outProj", attn));
     const g = x.slice();
     rmsNormRows(g, B * S, d, lw.ffnNorm, desc.normEps);
     const f = desc.ffnDims[l];
-    const y = lin("proj2", swiglu(lin("proj1", g), B * S, f));
-    for (let i = 0; i < x.length; i++) x[i] += y[i];
+    const up = lin("proj1", into("proj1", g));
+    // SwiGLU is float32 in every variant (an f16 graph casts around it).
+    addResidual(lin("proj2", into("proj2", swiglu(up, B * S, f))));
   }
   return {
-    logits: headLogits(w, x, B, S, input.logits, input.linearInput),
+    logits: headLogits(w, x, B, S, input),
     cache,
     raw: input.keepRaw ? raw : undefined,
   };
@@ -136,9 +193,9 @@ function headLogits(
   x: Float32Array,
   B: number,
   S: number,
-  which: ForwardInput["logits"],
-  hook?: LinearInputHook,
+  input: ForwardInput,
 ): Float32Array {
+  const { logits: which, linearInput: hook } = input;
   const d = w.desc.modelDim;
   if (which === "none") return new Float32Array(0);
   const rows = which === "all" ? B * S : B;
@@ -148,7 +205,16 @@ function headLogits(
     h.set(x.subarray(src * d, src * d + d), r * d);
   }
   rmsNormRows(h, rows, d, w.norm, w.desc.normEps);
-  return applyLinear(hook?.({ part: w.part, tensor: "classifier" }, h) ?? h, rows, w.classifier);
+  // An f16 graph's LM head is float32 or f16 as F16_FLOAT32 says.
+  const f16 = w.activations === "float16" && !F16_FLOAT32.head;
+  if (f16) roundF16(h);
+  return deviceLinear(
+    hook?.({ part: w.part, tensor: "classifier" }, h) ?? h,
+    rows,
+    w.classifier,
+    input.arithmetic ?? CPU_ARITHMETIC,
+    f16,
+  );
 }
 
 /** Copies keys (heads q..q+k) and values (q+k..q+2k) out of `qkv` as `[B, k, S, hd]`. */

@@ -27,12 +27,15 @@ import {
   predictorName,
 } from "../converters/model/names.ts";
 import {
+  ACTIVATIONS,
   DEFAULT_BLOCK_SIZE,
+  F16_FLOAT32,
   groupQuant,
   type Precision,
   type TensorGroup,
 } from "../converters/model/precision.ts";
 import { type LinearWeights, linearWeights } from "./_linear.ts";
+import { toF16 } from "./_f16.ts";
 
 export type { LinearWeights } from "./_linear.ts";
 export type { Int8Weights } from "./_dqmm.ts";
@@ -73,6 +76,19 @@ export interface TransformerWeights {
   classifier: LinearWeights;
   /** Per layer. */
   layers: LayerWeights[];
+  /**
+   * The element type of its activations: float16 in the f16 variants, whose
+   * float weights (embedding, linear layers, and the LM head unless it is
+   * kept float32) hold float16 values and whose MatMulNBits scales are float16.
+   */
+  activations: "float32" | "float16";
+}
+
+/** A linear layer's stored weights as an f16 graph holds them: f16 values or f16 scales. */
+function asF16(l: LinearWeights): LinearWeights {
+  if (l.op === "MatMul") return { ...l, w: toF16(l.w) };
+  if (l.op === "MatMulNBits") return { ...l, q: { ...l.q, scales: toF16(l.q.scales) } };
+  return l;
 }
 
 /** Options for {@link loadTransformer}. */
@@ -103,10 +119,18 @@ export async function loadTransformer(
   options: PrecisionOptions = {},
 ): Promise<TransformerWeights> {
   const { precision = "fp32", blockSize = DEFAULT_BLOCK_SIZE } = options;
+  const activations = ACTIVATIONS[precision];
+  const f16 = activations === "float16";
   // A quantized group holds the graph's own codes, computed by the same quantizer.
   const stored = (w: Float32Array, rows: number, group: TensorGroup) => {
     const k = w.length / rows;
-    return linearWeights(w, rows, k, groupQuant(precision, group, k, blockSize));
+    const l = linearWeights(w, rows, k, groupQuant(precision, group, k, blockSize));
+    // An f16 graph stores f16 weights and scales; a float32 LM head casts the f16 table.
+    if (!f16) return l;
+    if (group === "classifier" && F16_FLOAT32.head) {
+      return l.op === "MatMul" ? { ...l, w: toF16(l.w) } : l;
+    }
+    return asF16(l);
   };
   const layers: LayerWeights[] = [];
   for (let i = 0; i < desc.numLayers; i++) {
@@ -124,10 +148,11 @@ export async function loadTransformer(
   return {
     part,
     desc,
-    embed,
+    embed: f16 ? toF16(embed) : embed,
     norm: await index.read(modelName(part, "norm")),
     classifier: stored(head, desc.vocabSize, "classifier"),
     layers,
+    activations,
   };
 }
 

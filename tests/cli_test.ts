@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { CHECKPOINT_OPTIONS, THREADS_OPTION } from "../cli/_args.ts";
 import { COMMANDS } from "../cli/main.ts";
 import { VERIFY_OPTIONS } from "../cli/_verify.ts";
+import { DEVICE_OPTION, NBITS_OPTION } from "../cli/_device.ts";
 import {
   expected,
   failsOneLine,
@@ -81,6 +82,8 @@ async function declaredOptions(name: string): Promise<string[]> {
     CHECKPOINT_OPTIONS,
     THREADS_OPTION,
     VERIFY_OPTIONS,
+    DEVICE_OPTION,
+    NBITS_OPTION,
   };
   const own = [...body.matchAll(/^\s+"?([a-z][\w-]*)"?: \{ type: "/gm)].map((m) => m[1]);
   const spread = [...body.matchAll(/\.\.\.(\w+)/g)].flatMap((m) => {

@@ -2,8 +2,8 @@
  * The bundle is a drop-in for an existing JavaScript runtime: transformers.js
  * loads it from a local folder (no network) as an `openelm` model, and its
  * generate() reproduces CoreNet's KV-prediction tokens (fp32) and kvpred's
- * own ONNX Runtime tokens (quantized variants, chosen by `dtype` or, for a
- * mixed one, by `model_file_name`).
+ * own ONNX Runtime tokens (quantized and float16 variants, chosen by `dtype`
+ * or, for a mixed one, by `model_file_name`).
  */
 
 import assert from "node:assert/strict";
@@ -46,7 +46,7 @@ Deno.test("transformers.js generate() on the bundle returns the fixture's kvp.ge
   assert.deepEqual(rows, [want.slice(0, 6), want.slice(6)]);
 });
 
-Deno.test("transformers.js loads the q8, q4 and mixed variants and reproduces kvpred's ONNX Runtime tokens", async () => {
+Deno.test("transformers.js loads the q8, q4, fp16, q4f16 and mixed variants and reproduces kvpred's ONNX Runtime tokens", async () => {
   await using tmp = await tempDir();
   const dir = `${tmp.path}/tiny-kvp-quant`;
   await convert({ checkpoint: FIXTURE }, { out: dir, variants: ALL_VARIANTS.slice() });
@@ -58,6 +58,9 @@ Deno.test("transformers.js loads the q8, q4 and mixed variants and reproduces kv
   const cases: [Record<string, string>, string][] = [
     [{ dtype: "q8" }, "q8"],
     [{ dtype: "q4" }, "q4"],
+    // The f16 variants: model_fp16.onnx / model_q4f16.onnx, float16 cache in and out.
+    [{ dtype: "fp16" }, "fp16"],
+    [{ dtype: "q4f16" }, "q4f16"],
     [{ dtype: "fp32", model_file_name: "model_aux-q8_base-q4" }, "aux-q8_base-q4"],
   ];
   for (const [options, variant] of cases) {
