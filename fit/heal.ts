@@ -64,6 +64,9 @@ import { reducedRankRows } from "./_rank.ts";
 import { type CrossProducts, jsCrossProducts } from "./ridge.ts";
 import { WindowStore } from "./_store.ts";
 
+/** FFN widths from which the residual heal's systems are solved blocked (`fit/_blocked.ts`). */
+const BLOCKED_FROM = 512;
+
 /** The default λ grid of the residual heal (relative to the mean diagonal). */
 export const HEAL_RIDGES: readonly number[] = [1e-3, 1e-2, 1e-1, 1];
 
@@ -414,10 +417,14 @@ export async function healAuxiliary(
           if (ridge !== "auto" || !isHeld(w)) await add(w, taps.ffn, taps.mid);
           onProgress?.(stage, w + 1, n);
         }
-        const solve = (lambda: number) =>
-          Float32Array.from(
-            moments.solve(0, { ridge: lambda, relative: true, bias: false, prior }).weight,
-          );
+        // FFN widths run to thousands: blocked, the bulk on the products engine.
+        const solve = async (lambda: number) => {
+          const options = { ridge: lambda, relative: true, bias: false, prior };
+          const fit = f >= BLOCKED_FROM
+            ? await moments.solveBlocked(0, options)
+            : moments.solve(0, options);
+          return Float32Array.from(fit.weight);
+        };
         let chosen = ridge === "auto" ? ridges[0] : ridge;
         const report: ResidualHeal = {
           auxLayer: j,
@@ -426,7 +433,11 @@ export async function healAuxiliary(
           ridge: chosen,
         };
         if (ridge === "auto") {
-          const candidates = ridges.map((r) => ({ ridge: r, weight: solve(r), error: 0 }));
+          const candidates: { ridge: number; weight: Float32Array; error: number }[] = [];
+          for (const r of ridges) {
+            await checkSignal(signal);
+            candidates.push({ ridge: r, weight: await solve(r), error: 0 });
+          }
           let pruned = 0, total = 0;
           for (let w = n - held; w < n; w++) {
             await checkSignal(signal);
@@ -454,7 +465,7 @@ export async function healAuxiliary(
           report.heldOut = { pruned: rel(pruned), healed: rel(best.error) };
           report.ridges = candidates.map((c) => ({ ridge: c.ridge, heldOut: rel(c.error) }));
         }
-        weight = solve(chosen);
+        weight = await solve(chosen);
         tensors.push({ auxLayer: j, tensor: "proj2", weight, shape: [d, f] });
         residualReports.push(report);
       }

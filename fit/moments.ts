@@ -26,6 +26,7 @@
  * @module
  */
 
+import { blockedCholesky, blockedCholeskySolve } from "./_blocked.ts";
 import {
   choleskyInPlace,
   choleskySolveInPlace,
@@ -242,15 +243,18 @@ export class Moments {
     const a = this.inputMoment(centred);
     for (let i = 0; i < p; i++) a[i * p + i] += lambda;
     const bad = choleskyInPlace(a, p);
-    if (bad >= 0) {
-      throw new SingularSystemError(
-        `${this.name}: the ${p}×${p} normal equations are singular (pivot ${bad}; ` +
-          `${this.#rows} rows${lambda === 0 ? ", no ridge" : `, λ ${lambda}`}); a ` +
-          `${lambda === 0 ? "positive" : "larger"} ridge makes them solvable`,
-        this.name,
-      );
-    }
+    if (bad >= 0) throw this.#singular(bad, lambda);
     return a;
+  }
+
+  #singular(bad: number, lambda: number): SingularSystemError {
+    const p = this.inputs;
+    return new SingularSystemError(
+      `${this.name}: the ${p}×${p} normal equations are singular (pivot ${bad}; ` +
+        `${this.#rows} rows${lambda === 0 ? ", no ridge" : `, λ ${lambda}`}); a ` +
+        `${lambda === 0 ? "positive" : "larger"} ridge makes them solvable`,
+      this.name,
+    );
   }
 
   /** The absolute λ for `options` (relative λ scales by the mean diagonal of the moment). */
@@ -275,6 +279,30 @@ export class Moments {
    * bad λ, a prior of the wrong size or no rows.
    */
   solve(t: number, options: MomentsSolveOptions, factor?: Float64Array): MomentsFit {
+    const { lambda, rhs } = this.#system(t, options);
+    const l = factor ?? this.factor(lambda, options.bias ?? true);
+    choleskySolveInPlace(l, this.inputs, rhs, this.outputs[t]);
+    return this.#fit(t, options, lambda, rhs);
+  }
+
+  /**
+   * {@link solve}, with the factorisation and the triangular solves blocked
+   * and their bulk computed by {@link products} (`fit/_blocked.ts`): the same
+   * solution to rounding, many times faster on thousands of inputs when the
+   * engine is ONNX Runtime's.
+   */
+  async solveBlocked(t: number, options: MomentsSolveOptions): Promise<MomentsFit> {
+    const { lambda, rhs } = this.#system(t, options);
+    const p = this.inputs, a = this.inputMoment(options.bias ?? true);
+    for (let i = 0; i < p; i++) a[i * p + i] += lambda;
+    const bad = await blockedCholesky(a, p, this.products);
+    if (bad >= 0) throw this.#singular(bad, lambda);
+    await blockedCholeskySolve(a, p, rhs, this.outputs[t], this.products);
+    return this.#fit(t, options, lambda, rhs);
+  }
+
+  /** λ and the right-hand side `Sxy + λ W₀ᵀ` `[in, out]` of target `t`'s normal equations. */
+  #system(t: number, options: MomentsSolveOptions): { lambda: number; rhs: Float64Array } {
     if (this.#rows === 0) throw new RangeError(`${this.name}: no rows to fit`);
     const { bias = true, prior } = options;
     const p = this.inputs, q = this.outputs[t];
@@ -282,15 +310,19 @@ export class Moments {
       throw new RangeError(`${this.name}: a prior of ${prior.length} values for ${q}×${p}`);
     }
     const lambda = this.lambda(options);
-    const l = factor ?? this.factor(lambda, bias);
     const rhs = this.crossMoment(t, bias);
     if (prior && lambda > 0) {
       for (let i = 0; i < p; i++) {
         for (let o = 0; o < q; o++) rhs[i * q + o] += lambda * prior[o * p + i];
       }
     }
-    const wt = rhs.slice();
-    choleskySolveInPlace(l, p, wt, q);
+    return { lambda, rhs };
+  }
+
+  /** The fit from the solved `wt` = `Wᵀ` `[in, out]`: the weight, the bias and the residual. */
+  #fit(t: number, options: MomentsSolveOptions, lambda: number, wt: Float64Array): MomentsFit {
+    const { bias = true, prior } = options;
+    const p = this.inputs, q = this.outputs[t];
     const weight = new Float64Array(q * p);
     for (let i = 0; i < p; i++) for (let o = 0; o < q; o++) weight[o * p + i] = wt[i * q + o];
     const b = new Float64Array(q);

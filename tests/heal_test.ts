@@ -14,11 +14,15 @@ import { openPart } from "../converters/part.ts";
 import { Random } from "../converters/random.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { type TensorEntry, writeSafetensors } from "../converters/formats/safetensors_write.ts";
+import { blockedCholesky, blockedCholeskySolve } from "../fit/_blocked.ts";
+import { OrtCrossProducts } from "../fit/cross_products.ts";
 import { symmetricEigen } from "../fit/_eigen.ts";
 import { loadLayer, runLayer } from "../fit/_layer.ts";
 import { reducedRankRows } from "../fit/_rank.ts";
 import { healAuxiliary } from "../fit/heal.ts";
 import { Moments } from "../fit/moments.ts";
+import { choleskyInPlace, jsCrossProducts } from "../fit/ridge.ts";
+import { crossProductModel } from "../graphs/probe.ts";
 import { forward } from "../runtime/transformer.ts";
 import { loadTransformer } from "../runtime/weights.ts";
 import { FIXTURE, kvpred, readEntries, tempDir } from "./_helpers.ts";
@@ -132,6 +136,80 @@ Deno.test("moments: ridge toward a prior, with and without a bias, equals an ind
     /3 values/,
   );
   assert.throws(() => m.solve(0, { ridge: -1 }), RangeError);
+});
+
+Deno.test("blocked Cholesky and solve: L Lᵀ = A and A X = B with JS and ONNX Runtime products; the same pivot when singular; solveBlocked is solve", async () => {
+  const r = new Random(8);
+  const ort = await OrtCrossProducts.create(crossProductModel(), 1);
+  try {
+    for (const [n, m, block] of [[1, 1, 4], [37, 5, 8], [300, 7, 64], [130, 3, 130]]) {
+      // A = G Gᵀ + n I: symmetric positive definite, well conditioned.
+      const g = gaussian(r, n * n), a = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = i === j ? n : 0;
+          for (let k = 0; k < n; k++) s += g[i * n + k] * g[j * n + k];
+          a[i * n + j] = s;
+        }
+      }
+      const b = gaussian(r, n * m);
+      for (const products of [jsCrossProducts, ort]) {
+        const l = a.slice();
+        assert.equal(await blockedCholesky(l, n, products, block), -1);
+        let worst = 0;
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j <= i; j++) {
+            let s = 0;
+            for (let k = 0; k <= j; k++) s += l[i * n + k] * l[j * n + k];
+            worst = Math.max(worst, Math.abs(s - a[i * n + j]) / n);
+          }
+        }
+        assert.ok(worst < 1e-12, `n ${n}: L Lᵀ − A ${worst}`);
+        const x = b.slice();
+        await blockedCholeskySolve(l, n, x, m, products, block);
+        for (let c = 0; c < m; c++) {
+          const col = Float64Array.from({ length: n }, (_, i) => b[i * m + c]);
+          const want = gaussSolve(a, col, n);
+          const got = Float64Array.from({ length: n }, (_, i) => x[i * m + c]);
+          assert.ok(relDiff(got, want) < 1e-10, `n ${n} column ${c}: ${relDiff(got, want)}`);
+        }
+      }
+    }
+    // Rank 20 of 50: both factorisations stop at the same pivot.
+    const n = 50, h = gaussian(r, n * 20), a = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        for (let k = 0; k < 20; k++) a[i * n + j] += h[i * 20 + k] * h[j * 20 + k];
+      }
+    }
+    const plain = choleskyInPlace(a.slice(), n);
+    assert.ok(plain >= 20, `pivot ${plain}`);
+    assert.equal(await blockedCholesky(a.slice(), n, ort, 16), plain);
+    // Moments: the blocked solve is the plain one, toward a prior, with and without a bias.
+    const [rows, p, q] = [900, 600, 4];
+    const mo = new Moments("x", p, [q], ort);
+    const xs = gaussian(r, rows * p, 1, 0.5), ys = gaussian(r, rows * q);
+    await mo.addInputs(rows, xs);
+    await mo.addTarget(0, rows, xs, ys);
+    const prior = gaussian(r, q * p, 0.1);
+    for (const bias of [false, true]) {
+      const options = { ridge: 0.01, relative: true, bias, prior };
+      const want = mo.solve(0, options), got = await mo.solveBlocked(0, options);
+      assert.ok(relDiff(got.weight, want.weight) < 1e-10, `bias ${bias}`);
+      assert.ok(relDiff(got.bias, want.bias) < 1e-10 || !bias);
+      assert.ok(Math.abs(got.relativeResidual - want.relativeResidual) < 1e-12);
+    }
+    // 300 rows of 600 inputs, no ridge: singular, named as the plain solve names it.
+    const few = new Moments("x", p, [q], ort);
+    await few.addInputs(300, xs.subarray(0, 300 * p));
+    await few.addTarget(0, 300, xs.subarray(0, 300 * p), ys.subarray(0, 300 * q));
+    const singular =
+      /x: the 600×600 normal equations are singular \(pivot \d+; 300 rows, no ridge\)/;
+    assert.throws(() => few.solve(0, { ridge: 0, bias: false }), singular);
+    await assert.rejects(() => few.solveBlocked(0, { ridge: 0, bias: false }), singular);
+  } finally {
+    await ort.release();
+  }
 });
 
 Deno.test("symmetric eigendecomposition: A v = λ v, orthonormal, descending; reduced rank finds a planted subspace", async () => {
