@@ -38,6 +38,7 @@ import {
   UsageError,
 } from "./_args.ts";
 import { VERIFY_OPTIONS, verifyFromCli, verifyHelp, verifyMode } from "./_verify.ts";
+import { DEVICE_OPTION, deviceHelp, parseDevice } from "./_device.ts";
 
 const ms = (v: number) => v.toFixed(v < 10 ? 2 : 1);
 const gf = (v: number) => (v / 1e9).toFixed(1);
@@ -96,6 +97,20 @@ export function formatPeak(report: BenchReport): string {
       : "");
 }
 
+/**
+ * The device line, where it is not the CPU: the adapter, and (on
+ * SwiftShader, a CPU emulation of a GPU) that its timings say nothing of GPUs.
+ */
+export function formatDevice(report: BenchReport): string | undefined {
+  if (report.device === "cpu") return undefined;
+  return `device ${report.device}: ${report.adapter}` +
+    (/swiftshader/i.test(report.adapter)
+      ? "; SwiftShader emulates a GPU on the CPU: these timings say nothing about GPUs"
+      : /lavapipe|llvmpipe/i.test(report.adapter)
+      ? "; lavapipe emulates a GPU on the CPU: these timings say nothing about GPUs"
+      : "");
+}
+
 /** The CPU, the weight bytes of each variant and the memory held while it was measured. */
 export function formatMachine(report: BenchReport): string {
   const { cpu } = report;
@@ -113,7 +128,8 @@ export const benchCommand: Command = {
   name: "bench",
   summary: "measure TTFT: base-only vs KV prediction, against FLOPs",
   help: `Usage: kvpred bench --bundle DIR [--dtype fp32|q8|…|all] [--prompt-lengths 64,128,256,512]
-                     [--batch 1] [--runtime ort|reference] [--reps N] [--decode-steps N]
+                     [--batch 1] [--runtime ort|reference] [--device D] [--reps N]
+                     [--decode-steps N]
                      [--json] [--plot F.svg]
 
 Measures time to first token (prompt ids in → first token id out) for the
@@ -135,6 +151,9 @@ Options:
   --prompt-lengths L,…      prompt lengths (default 64,128,256,512)
   --batch B                 prompts per batch (default 1)
   --runtime ort|reference   which runtime (default ort)
+${deviceHelp(28)}
+                              (with --runtime ort; SwiftShader and lavapipe are CPU
+                              emulations of a GPU: their timings say nothing of GPUs)
   --reps N                  timed runs per mode and length, ≥ 5 (default 5)
   --decode-steps N          timed generation steps after each prompt, ≥ 32 (default 32)
   --plot F.svg              draw TTFT against prompt length
@@ -151,6 +170,7 @@ ${verifyHelp(28)}
       "decode-steps": { type: "string" },
       plot: { type: "string" },
       dtype: { type: "string" },
+      ...DEVICE_OPTION,
       ...THREADS_OPTION,
       ...VERIFY_OPTIONS,
       json: { type: "boolean" },
@@ -172,6 +192,12 @@ ${verifyHelp(28)}
     const runtime = parseChoice(values.runtime, "--runtime", ["ort", "reference"] as const, "ort");
     const batch = parsePositive(values.batch, "--batch", 1);
     const threads = threadsOption(values.threads);
+    const device = parseDevice(values.device);
+    if (runtime === "reference" && device !== "cpu") {
+      throw new UsageError(
+        `--device '${device}': the reference runtime runs on the CPU only (use --runtime ort)`,
+      );
+    }
     let header = false;
     await verifyFromCli(values.bundle, manifest, verify);
     const warning = memoryWarning(
@@ -187,6 +213,7 @@ ${verifyHelp(28)}
       reps,
       decodeSteps,
       runtime,
+      device,
       threads,
       verify: false,
       onLength: values.json ? undefined : (r) => {
@@ -211,6 +238,8 @@ ${verifyHelp(28)}
       console.log(TABLE_LEGEND);
       console.log(formatPeak(report));
       console.log(formatMachine(report));
+      const line = formatDevice(report);
+      if (line) console.log(line);
       if (values.plot) console.log(`plot: ${values.plot}`);
     }
     return 0;

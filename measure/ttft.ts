@@ -18,7 +18,6 @@
  * @module
  */
 
-import * as ort from "onnxruntime-node";
 import type { BundleManifest, VariantEntry } from "../bundle/contract.ts";
 import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
@@ -27,7 +26,9 @@ import { Random } from "../converters/random.ts";
 import { matmulT } from "../runtime/_matmul.ts";
 import { type CpuInfo, cpuInfo, defaultThreads } from "../runtime/cpu.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
-import { OrtModel, sessionOptions } from "../runtime/ort.ts";
+import type { Device } from "../runtime/device.ts";
+import type { Engine } from "../runtime/engine.ts";
+import { engineFor, OrtModel } from "../runtime/ort.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import type { KvpRuntime, Mode } from "../runtime/types.ts";
 
@@ -86,6 +87,10 @@ export interface BenchReport {
   bundle: string;
   /** Which runtime ran. */
   runtime: "ort" | "reference";
+  /** Where ONNX Runtime ran the graphs and the probe ("cpu" for the reference runtime). */
+  device: Device;
+  /** The adapter, in words ("CPU", or the WebGPU adapter's Vulkan driver). */
+  adapter: string;
   /** Prompts per batch. */
   batch: number;
   /** Timed runs per mode, variant and length. */
@@ -125,6 +130,11 @@ export interface BenchOptions {
   decodeSteps?: number;
   /** ONNX Runtime's intra-op threads, for the models and the probe (default: one per core). */
   threads?: number;
+  /**
+   * Where ONNX Runtime runs the graphs and the MatMul probe (default "cpu";
+   * runtime/device.ts). The reference runtime runs on the CPU only.
+   */
+  device?: Device;
   /**
    * Check the bundle's files first (default true): `true` re-hashes the files
    * changed since the last successful check, `"full"` every file.
@@ -179,15 +189,15 @@ interface Probe {
   release(): Promise<void>;
 }
 
-/** A timed `[m,k]·[k,n]` by the given runtime. */
+/** A timed `[m,k]·[k,n]` by the given runtime (ONNX Runtime on `engine`'s device). */
 async function matmulProbe(
-  runtime: "ort" | "reference",
+  engine: Engine | undefined,
   shape: [number, number, number],
   threads: number,
   model?: BenchOptions["matmulModel"],
 ): Promise<Probe | undefined> {
   const [m, k, n] = shape;
-  if (runtime === "reference") {
+  if (!engine) {
     const x = new Float32Array(m * k).fill(0.01), w = new Float32Array(n * k).fill(0.02);
     return {
       run() {
@@ -199,8 +209,16 @@ async function matmulProbe(
     };
   }
   if (!model) return undefined;
-  const session = await ort.InferenceSession.create(model(m, k, n), sessionOptions(threads));
-  const feed = { x: new ort.Tensor("float32", new Float32Array(m * k).fill(0.01), [m, k]) };
+  // Engines open graphs from files: the probe is written to a temporary one.
+  const file = await Deno.makeTempFile({ prefix: "kvpred-probe-", suffix: ".onnx" });
+  let session;
+  try {
+    await Deno.writeFile(file, model(m, k, n));
+    session = await engine.create(file, { threads });
+  } finally {
+    await Deno.remove(file).catch(() => {});
+  }
+  const feed = { x: engine.tensor("float32", new Float32Array(m * k).fill(0.01), [m, k]) };
   return {
     async run() {
       const t0 = performance.now();
@@ -306,6 +324,10 @@ export async function benchBundle(
     decodeSteps = 32,
   } = options;
   const threads = runtime === "ort" ? options.threads ?? defaultThreads() : 1;
+  const device = options.device ?? "cpu";
+  if (runtime === "reference" && device !== "cpu") {
+    throw new RangeError(`device ${device}: the reference runtime runs on the CPU only`);
+  }
   if (reps < 5) throw new RangeError(`reps must be ≥ 5 (SPEC §7), got ${reps}`);
   if (!Number.isInteger(decodeSteps) || decodeSteps < 32) {
     throw new RangeError(`decode steps must be a whole number ≥ 32, got ${decodeSteps}`);
@@ -326,7 +348,7 @@ export async function benchBundle(
   // those of a bench of it alone, and the memory held is one variant's.
   const load = (v: VariantEntry): Promise<KvpRuntime> =>
     runtime === "ort"
-      ? OrtModel.load(bundle, { variant: v.name, verify: false, threads })
+      ? OrtModel.load(bundle, { variant: v.name, verify: false, threads, device })
       : ReferenceModel.load(manifestSources(manifest, bundle), {
         mapping: desc.mapping,
         precision: v.precision,
@@ -334,15 +356,17 @@ export async function benchBundle(
       });
   let model: KvpRuntime | undefined;
   let probes: Probe[] = [];
+  const engine = runtime === "ort" ? await engineFor(device) : undefined;
   try {
     // The peak probes run inside every repetition, beside the prefills they
     // are compared with: on a noisy machine only interleaved figures compare.
     // Several shapes, because no single MatMul shape is fastest everywhere.
-    const shapes: [number, number, number][] = runtime === "ort"
+    // Off the CPU one small shape: WebGPU here is emulated on the CPU (slow).
+    const shapes: [number, number, number][] = runtime === "ort" && device === "cpu"
       ? [[512, 2048, 2048], [512, 2048, 8192], [512, 8192, 2048]]
       : [[128, 1024, 1024]];
     probes = (await Promise.all(shapes.map((s) =>
-      matmulProbe(runtime, s, threads, options.matmulModel)
+      matmulProbe(engine, s, threads, options.matmulModel)
     )))
       .filter((p) => p !== undefined);
     for (const probe of probes) await probe.run();
@@ -427,6 +451,8 @@ export async function benchBundle(
     return {
       bundle,
       runtime,
+      device,
+      adapter: engine?.adapter ?? "CPU",
       batch,
       reps,
       cpu: await cpuInfo(),

@@ -8,7 +8,14 @@
 import assert from "node:assert/strict";
 import { readManifest } from "../bundle/manifest.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
-import { availableMemory, benchBundle, memoryNeed, memoryWarning } from "../measure/ttft.ts";
+import { formatDevice } from "../cli/bench.ts";
+import {
+  availableMemory,
+  benchBundle,
+  type BenchReport,
+  memoryNeed,
+  memoryWarning,
+} from "../measure/ttft.ts";
 import { type OrtLoadOptions, OrtModel } from "../runtime/ort.ts";
 import { FIXTURE, kvpred, tempDir } from "./_helpers.ts";
 
@@ -84,6 +91,8 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.equal(report.runtime, "ort");
+  assert.equal(report.device, "cpu", "default device");
+  assert.equal(report.adapter, "CPU");
   assert.equal(report.threads, navigator.hardwareConcurrency, "default: one thread per core");
   assert.ok(Array.isArray(report.cpu.int8Features), "cpu.int8Features is an array");
   assert.ok(report.cpu.int8Features.every((f: unknown) => typeof f === "string"));
@@ -291,4 +300,41 @@ Deno.test("bench measures one variant at a time (no other variant's sessions loa
     /^bench: warning: 7\.2 GB of memory available, and variant fp32's two sessions need about 10\.8 GB/,
   );
   assert.ok(availableMemory() > 0 && availableMemory() <= Deno.systemMemoryInfo().total);
+});
+
+Deno.test("bench --device: a device it does not know, or a device with the reference runtime, is one usage line; off the CPU the adapter is printed, SwiftShader's timings marked as no GPU's", async () => {
+  await using tmp = await tempDir();
+  const bundle = `${tmp.path}/b`;
+  const conv = await kvpred("convert", "--checkpoint", FIXTURE, "--out", bundle, "--dtype", "q8");
+  assert.equal(conv.code, 0, conv.stderr);
+  const bad = await kvpred("bench", "--bundle", bundle, "--device", "gpu");
+  assert.equal(bad.code, 2);
+  assert.match(
+    bad.stderr.trim(),
+    /^kvpred: --device 'gpu': expected one of cpu, webgpu, webgpu-web$/,
+  );
+  const ref = await kvpred(
+    "bench",
+    "--bundle",
+    bundle,
+    "--runtime",
+    "reference",
+    "--device",
+    "webgpu",
+  );
+  assert.equal(ref.code, 2);
+  assert.match(
+    ref.stderr.trim(),
+    /^kvpred: --device 'webgpu': the reference runtime runs on the CPU only/,
+  );
+  assert.equal(ref.stderr.trim().split("\n").length, 1);
+  const report = (device: "cpu" | "webgpu", adapter: string) =>
+    ({ device, adapter }) as unknown as BenchReport;
+  assert.equal(formatDevice(report("cpu", "CPU")), undefined);
+  assert.equal(
+    formatDevice(report("webgpu", "libvk_swiftshader.so (Vulkan ICD /x.json, set by kvpred)")),
+    "device webgpu: libvk_swiftshader.so (Vulkan ICD /x.json, set by kvpred); SwiftShader " +
+      "emulates a GPU on the CPU: these timings say nothing about GPUs",
+  );
+  assert.equal(formatDevice(report("webgpu", "NVIDIA")), "device webgpu: NVIDIA");
 });
