@@ -137,7 +137,7 @@ export async function browserLimits(
         }
       }, 500);
       const query = new URLSearchParams({
-        ids: "1,450,7483,310,3444,338",
+        ids: _promptIds(manifest.model.base.vocabSize).join(","),
         max_new_tokens: "4",
         dtype: variant.name,
         device,
@@ -153,7 +153,7 @@ export async function browserLimits(
         if (raw) {
           await page.goto(`${server.url}/`);
           result = await Promise.race([
-            _rawRun(page, bundle, variant, dataBytes, device),
+            _rawRun(page, bundle, variant, dataBytes, device, manifest.model.base.vocabSize),
             guard.promise,
           ]);
         } else {
@@ -269,6 +269,7 @@ async function _rawRun(
   variant: ManifestVariant,
   dataBytes: number,
   device: string,
+  vocabSize: number,
 ): Promise<Record<string, unknown>> {
   const request = {
     model: basename(resolve(bundle)),
@@ -283,7 +284,7 @@ async function _rawRun(
     dataBytes,
     device,
     mode: "kvp",
-    ids: [1, 450, 7483, 310, 3444, 338],
+    ids: _promptIds(vocabSize),
     maxNewTokens: 1,
     tokenizer: false,
     contextLength: 2048,
@@ -308,6 +309,11 @@ async function _rawRun(
       return { error: String(e instanceof Error ? e.message : e).replace(/\s*\n\s*/g, " ") };
     }
   }, request);
+}
+
+/** Six prompt ids: "The capital of France is" in LLaMA-2's vocabulary, else 1…6. */
+function _promptIds(vocabSize: number): number[] {
+  return vocabSize > 7483 ? [1, 450, 7483, 310, 3444, 338] : [1, 2, 3, 4, 5, 6];
 }
 
 /** `MemAvailable` of `/proc/meminfo`, bytes. */
