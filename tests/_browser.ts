@@ -156,6 +156,7 @@ export interface PageResult {
   ttft_ms_by_mode?: { kvp?: number; base?: number };
   load_ms?: number;
   warmup_ms?: number;
+  stopped?: boolean;
   error?: string;
 }
 

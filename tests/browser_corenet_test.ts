@@ -127,6 +127,31 @@ Deno.test({
       }
     });
 
+    await t.step(
+      "Stop: the run ends after the token under way, stopped, CoreNet's prefix",
+      async () => {
+        await typeInto(page, "#max-new-tokens", "1000");
+        await typeInto(page, "#prompt", p0.join(","));
+        await page.click("#run");
+        await page.waitForFunction(
+          () => {
+            const g = globalThis as unknown as {
+              document: { getElementById(id: string): { textContent: string | null } | null };
+            };
+            return (g.document.getElementById("output-text")?.textContent ?? "").trim()
+              .split(" ").length >= 3;
+          },
+          { timeout: 60_000, polling: 20 },
+        );
+        await page.click("#stop");
+        const r = await resultOf(opened, ++runs);
+        assert.equal(r.stopped, true, JSON.stringify(r));
+        assert.ok(r.tokens!.length >= 3 && r.tokens!.length < 1000, `${r.tokens!.length} tokens`);
+        assert.deepEqual(r.tokens!.slice(0, 6), corenet(KVP, 0).slice(0, r.tokens!.length));
+        await typeInto(page, "#max-new-tokens", "6");
+      },
+    );
+
     await t.step({
       name: "q4, WebGPU: the reference runtime's tokens in WebGPU arithmetic",
       ignore: !REFERENCE_WEBGPU.ok,

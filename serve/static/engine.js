@@ -74,6 +74,10 @@ export class Engine {
   #tokenizer;
   /** @type {{ interrupt(): void, reset(): void } | undefined} */
   #stopping;
+  /** Stop asked for during the run under way (its warm-up included). */
+  #stopAsked = false;
+  /** @type {Int32Array | undefined} */
+  #stopFlag;
 
   /**
    * @param {Transformers} tf
@@ -117,6 +121,7 @@ export class Engine {
 
   /** Stops the generation under way after its current token. */
   stop() {
+    this.#stopAsked = true;
     this.#stopping?.interrupt();
   }
 
@@ -133,6 +138,8 @@ export class Engine {
    * @returns {Promise<RunResult>}
    */
   async run(request) {
+    this.#stopAsked = false;
+    this.#stopFlag = request.stopFlag;
     const tokenizer = request.tokenizer ? await this.#loadTokenizer(request.model) : undefined;
     const ids = request.ids ?? tokenizer?.encode(request.prompt ?? "") ?? [];
     checkLength(ids.length, request.maxNewTokens, request.contextLength);
@@ -313,12 +320,17 @@ export class Engine {
         }
         if (tokens.length === 0) firstMs = performance.now();
         tokens.push(Number(value[0][value[0].length - 1]));
+        if (asked()) stopping.interrupt(); // read after each token: the page's Stop
         onToken?.(tokens.slice());
       }
       /** @override */
       end() {}
     })();
     const stopping = new tf.InterruptableStoppingCriteria();
+    const stopFlag = this.#stopFlag;
+    const asked = () =>
+      this.#stopAsked || (stopFlag !== undefined && Atomics.load(stopFlag, 0) !== 0);
+    if (asked()) stopping.interrupt(); // asked during the warm-up: stop at the first token
     this.#stopping = stopping;
     const input_ids = new tf.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, ids.length]);
     const attention_mask = new tf.Tensor("int64", new BigInt64Array(ids.length).fill(1n), [

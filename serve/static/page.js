@@ -39,6 +39,14 @@ const view = new View(document);
 let worker;
 /** @type {((event: FromWorker) => void) | undefined} */
 let listener;
+/**
+ * The run under way's stop flag, shared with the worker: set here, read by
+ * the worker after each token (a message would wait until the generation
+ * yields to the worker's event loop, which it may never do).
+ *
+ * @type {Int32Array | undefined}
+ */
+let stopFlag;
 
 /** @param {unknown} e */
 function _message(e) {
@@ -189,7 +197,9 @@ function _ask(request) {
         break;
     }
   };
-  _worker().postMessage({ type: "run", request });
+  // Shared memory exists when the page is cross-origin isolated (kvpred serve's headers).
+  stopFlag = globalThis.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+  _worker().postMessage({ type: "run", request: { ...request, stopFlag } });
   return /** @type {Promise<import("./protocol.js").RunResult>} */ (done.promise).finally(() => {
     listener = undefined;
   });
@@ -239,7 +249,8 @@ async function _main() {
   view.showBundle(bundle);
   view.asIds.addEventListener("change", () => view.showPromptKind());
   view.stopButton.addEventListener("click", () => {
-    worker?.postMessage({ type: "stop" });
+    if (stopFlag) Atomics.store(stopFlag, 0, 1);
+    worker?.postMessage({ type: "stop" }); // without shared memory, the message
     view.stopButton.disabled = true;
   });
   view.prompt.addEventListener("keydown", (e) => {

@@ -33,6 +33,7 @@ export const WORKER_URL = new URL("./worker.js", import.meta.url);
  * @property {boolean} tokenizer Whether the bundle has one (to decode ids to text).
  * @property {number} contextLength
  * @property {boolean} compare Also measure the other mode's time to first token.
+ * @property {Int32Array} [stopFlag] Shared with the page: non-zero asks the run to stop.
  */
 
 /**
