@@ -13,6 +13,7 @@
 import { CheckpointError, type ErrorHint, HintedError } from "../converters/errors.ts";
 import { fsErrorWords, isFsError } from "../converters/formats/_fs_error.ts";
 import { InputError } from "../runtime/errors.ts";
+import { DeviceError } from "../runtime/device.ts";
 import { type Command, UsageError } from "./_args.ts";
 import { convertCommand, InterruptedError } from "./convert.ts";
 import { generate } from "./generate.ts";
@@ -115,6 +116,7 @@ export function report(e: unknown): number {
     BundleError,
     InterruptedError,
     TokenizerError,
+    DeviceError,
   ].some((c) => e instanceof c);
   const hint = e instanceof HintedError && e.hint ? HINTS[e.hint] : "";
   const message = plainOsText(e instanceof Error ? e.message : String(e)) + hint;
