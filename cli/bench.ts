@@ -138,7 +138,9 @@ time (only its two sessions loaded, so no other variant's sessions slow it
 down or add to the memory), its two graphs alternating in every repetition;
 median, min and max of --reps runs after a warm-up, per prompt length. A
 one-line warning goes to stderr when the memory available is below what the
-largest variant's two sessions need (twice its weight file). Reports the speedup,
+largest variant's two sessions need (twice its weight file, five times
+for a float16 variant, whose weights ONNX Runtime's CPU kernels hold as
+float32). Reports the speedup,
 the prefill FLOPs ratio and their quotient (FLOPs efficiency), the decode
 step latency of both graphs (the median of --decode-steps greedy steps after
 the prompt, the graphs alternating step by step) and tokens/s, the achieved prefill FLOP/s next to the fastest

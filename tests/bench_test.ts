@@ -208,7 +208,7 @@ Deno.test("bench measures one variant at a time (no other variant's sessions loa
     "--out",
     bundle,
     "--dtype",
-    "fp32,q8,q4",
+    "fp32,q8,q4,fp16",
   );
   assert.equal(conv.code, 0, conv.stderr);
   // Every OrtModel the bench loads is watched: its loads, releases and prefills.
@@ -280,24 +280,38 @@ Deno.test("bench measures one variant at a time (no other variant's sessions loa
     await size("model_base.onnx");
   const q8 = 2 * await size("model_quantized.onnx_data") + await size("model_quantized.onnx") +
     await size("model_base_quantized.onnx");
+  // fp16's weights are held as float32 copies by ONNX Runtime's CPU kernels: 5× its file.
+  const fp16 = 5 * await size("model_fp16.onnx_data") + await size("model_fp16.onnx") +
+    await size("model_base_fp16.onnx");
   assert.ok(fp32 > q8);
   assert.deepEqual(await memoryNeed(bundle, manifest, ["q8", "fp32", "q4"]), {
     variant: "fp32",
     bytes: fp32,
+    factor: 2,
   });
-  assert.deepEqual(await memoryNeed(bundle, manifest, ["q8"]), { variant: "q8", bytes: q8 });
+  assert.deepEqual(await memoryNeed(bundle, manifest, ["q8"]), {
+    variant: "q8",
+    bytes: q8,
+    factor: 2,
+  });
+  assert.deepEqual(await memoryNeed(bundle, manifest, ["q8", "fp16"]), {
+    variant: "fp16",
+    bytes: fp16,
+    factor: 5,
+  });
   const checkpoint = (await Deno.stat(FIXTURE)).size;
   assert.deepEqual(await memoryNeed(bundle, manifest, ["fp32"], "reference"), {
     variant: "fp32",
     bytes: checkpoint,
+    factor: 1,
   });
-  const need = { variant: "fp32", bytes: 10.84e9 };
+  const need = { variant: "fp32", bytes: 10.84e9, factor: 2 };
   assert.equal(memoryWarning(need, 10.84e9), undefined);
   const line = memoryWarning(need, 7.2e9)!;
   assert.equal(line.split("\n").length, 1);
   assert.match(
     line,
-    /^bench: warning: 7\.2 GB of memory available, and variant fp32's two sessions need about 10\.8 GB/,
+    /^bench: warning: 7\.2 GB of memory available, and variant fp32's two sessions need about 10\.8 GB \(2× its weight file\)/,
   );
   assert.ok(availableMemory() > 0 && availableMemory() <= Deno.systemMemoryInfo().total);
 });
