@@ -16,7 +16,7 @@ import { arithmeticFor } from "../runtime/arithmetic.ts";
 import { INSTALL_HINT, SWIFTSHADER_ICD } from "../runtime/device.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
-import { FIXTURE, tempDir } from "./_helpers.ts";
+import { FIXTURE, kvpred, tempDir } from "./_helpers.ts";
 
 const hasDriver = (() => {
   try {
@@ -65,6 +65,16 @@ Deno.test({
       arithmetic: arithmeticFor("webgpu"),
     });
     assert.deepEqual((await ref.generate([PROMPT], { maxNewTokens: 3 })).tokens[0], tokens);
+    // The same from the command line (the page's tests compare against it).
+    const cli = await kvpred(
+      "generate",
+      ...["--bundle", bundle, "--dtype", "q4", "--runtime", "reference", "--device", "webgpu"],
+      ...["--ids", PROMPT.join(","), "--max-new-tokens", "3", "--json"],
+    );
+    assert.equal(cli.code, 0, cli.stderr);
+    const json = JSON.parse(cli.stdout);
+    assert.equal(json.device, "webgpu");
+    assert.deepEqual(json.tokens, [tokens]);
     // q8: no WebGPU kernels for its int8 path; ORT places those nodes on the CPU, named.
     const q8 = await OrtModel.load(bundle, {
       variant: "q8",
