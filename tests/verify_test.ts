@@ -205,7 +205,13 @@ Deno.test({
     using big = await Deno.open(`${bundle}/big.bin`, { write: true, create: true });
     await big.truncate(4 * 2 ** 30);
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--node-modules-dir=manual", new URL("../cli/main.ts", import.meta.url).pathname, "generate"].concat(
+      args: [
+        "run",
+        "-A",
+        "--node-modules-dir=manual",
+        new URL("../cli/main.ts", import.meta.url).pathname,
+        "generate",
+      ].concat(
         ["--bundle", bundle, "--ids", "1"],
       ),
       stdout: "piped",
