@@ -125,7 +125,8 @@ function printSummary(s: PruneSummary): void {
           `${r.targetDepth}, λ ${r.ridge}` +
           (r.heldOut
             ? `: held-out ‖out − r‖/‖r‖ ${f(r.heldOut.pruned)} pruned → ${f(r.heldOut.healed)}`
-            : ""),
+            : "") +
+          (r.keptPruned ? " (no λ beat the pruned weights: kept)" : ""),
       );
     }
     for (const c of h.mappingChoices) {

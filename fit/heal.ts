@@ -10,8 +10,9 @@
  *    λ relative to the mean diagonal of the activations' moment, chosen on
  *    held-out windows) of the base's residual stream *after the dropped
  *    layers that follow it*, minus the layer's own residual after
- *    attention, on the layer's FFN activations. Layers are healed in order
- *    on the auxiliary's own (already healed) stream.
+ *    attention, on the layer's FFN activations; a layer keeps its pruned
+ *    weights when no λ tried beats them on the held-out windows. Layers are
+ *    healed in order on the auxiliary's own (already healed) stream.
  * 2. **Mapping by measurement.** Each dropped base layer reads the kept
  *    layer before it or the one after it, whichever predicts its keys and
  *    values with the lower held-out error (a predictor fitted as `fit` does).
@@ -136,6 +137,11 @@ export interface ResidualHeal {
   heldOut?: { pruned: number; healed: number };
   /** Each λ tried and its held-out error (with `ridge: "auto"`). */
   ridges?: { ridge: number; heldOut: number }[];
+  /**
+   * True when no λ tried beat the pruned weights on the held-out windows
+   * (with `ridge: "auto"`): the layer keeps them, and `heldOut.healed` is theirs.
+   */
+  keptPruned?: boolean;
 }
 
 /** How a dropped base layer's auxiliary layer was chosen. */
@@ -462,11 +468,16 @@ export async function healAuxiliary(
           const best = candidates.reduce((a, b) => (b.error < a.error ? b : a));
           chosen = best.ridge;
           report.ridge = chosen;
-          report.heldOut = { pruned: rel(pruned), healed: rel(best.error) };
+          // λ → ∞ is the pruned weights: kept when no λ tried does better on held-out windows.
+          const keptPruned = !(best.error < pruned);
+          report.heldOut = { pruned: rel(pruned), healed: rel(keptPruned ? pruned : best.error) };
           report.ridges = candidates.map((c) => ({ ridge: c.ridge, heldOut: rel(c.error) }));
+          if (keptPruned) report.keptPruned = true;
         }
-        weight = await solve(chosen);
-        tensors.push({ auxLayer: j, tensor: "proj2", weight, shape: [d, f] });
+        if (!report.keptPruned) {
+          weight = await solve(chosen);
+          tensors.push({ auxLayer: j, tensor: "proj2", weight, shape: [d, f] });
+        }
         residualReports.push(report);
       }
       // 2b. The auxiliary stream through the healed layer; candidates for the dropped layers.

@@ -410,6 +410,30 @@ Deno.test("planted: a dropped layer exactly linear in the kept layer's activatio
   assert.ok(off > 0.05, `unhealed: ${off}`);
 });
 
+Deno.test("heal: a layer whose every λ does worse on held-out windows than its pruned weights keeps them", async () => {
+  await using dir = await tempDir();
+  const r = new Random(12);
+  // Six tokens to fit a 128-output map on hundreds of FFN activations: every λ tried overfits.
+  const windows = [6, 64].map((n) => Array.from({ length: n }, () => r.int(256)));
+  const source = await openPart(FIXTURE, "base");
+  try {
+    const healed = await healAuxiliary(source, [0, 2], windows, {
+      workDir: dir.path,
+      ridges: [1e-6, 1e-4],
+      holdout: 0.5,
+      measureMapping: false,
+      keysValues: false,
+    });
+    const [res] = healed.residual;
+    assert.equal(res.keptPruned, true, JSON.stringify(res));
+    assert.ok(res.ridges!.every((c) => c.heldOut > res.heldOut!.pruned), JSON.stringify(res));
+    assert.equal(res.heldOut!.healed, res.heldOut!.pruned);
+    assert.deepEqual(healed.tensors, []);
+  } finally {
+    source.index.close();
+  }
+});
+
 Deno.test("prune --heal on the trained fixture: ≥ 0.85 first-token agreement, shapes unchanged, base untouched; converts and validates", async () => {
   await using dir = await tempDir();
   const p = (name: string) => `${dir.path}/${name}`;
