@@ -39,7 +39,17 @@ Deno.test("SIGINT halfway through convert leaves no bundle and no temporary file
   assert.ok((await Deno.stat(ckpt)).size > 200e6, "a multi-hundred-megabyte checkpoint");
   const out = `${tmp.path}/bundle`;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--node-modules-dir=manual", MAIN, "convert", "--checkpoint", ckpt, "--out", out],
+    args: [
+      "run",
+      "-A",
+      "--node-modules-dir=manual",
+      MAIN,
+      "convert",
+      "--checkpoint",
+      ckpt,
+      "--out",
+      out,
+    ],
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
@@ -97,7 +107,17 @@ Deno.test({
       assert.ok(await tmpfs(mnt, options), `mount ${options}`);
       try {
         const r = await new Deno.Command(Deno.execPath(), {
-          args: ["run", "-A", "--node-modules-dir=manual", MAIN, "convert", "--checkpoint", fixture, "--out", `${mnt}/bundle`],
+          args: [
+            "run",
+            "-A",
+            "--node-modules-dir=manual",
+            MAIN,
+            "convert",
+            "--checkpoint",
+            fixture,
+            "--out",
+            `${mnt}/bundle`,
+          ],
           stdout: "piped",
           stderr: "piped",
           env: { NO_COLOR: "1" },
@@ -152,7 +172,18 @@ Deno.test({
     const out = `${tmp.path}/bundle`;
     const convert = (...more: string[]) =>
       new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "--node-modules-dir=manual", MAIN, "convert", "--checkpoint", fixture, "--out", out, ...more],
+        args: [
+          "run",
+          "-A",
+          "--node-modules-dir=manual",
+          MAIN,
+          "convert",
+          "--checkpoint",
+          fixture,
+          "--out",
+          out,
+          ...more,
+        ],
         stdout: "piped",
         stderr: "piped",
         env: { NO_COLOR: "1" },

@@ -473,7 +473,19 @@ for (const engine of ["ort", "reference"]) {
     await writeIds(ids, 3, 30000, 8);
     const main = new URL("../cli/main.ts", import.meta.url).pathname;
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--node-modules-dir=manual", main, "fit", "--base", FIXTURE, "--aux", FIXTURE, "--mapping", "0,0,1,1"]
+      args: [
+        "run",
+        "-A",
+        "--node-modules-dir=manual",
+        main,
+        "fit",
+        "--base",
+        FIXTURE,
+        "--aux",
+        FIXTURE,
+        "--mapping",
+        "0,0,1,1",
+      ]
         .concat(["--calibration-ids", ids, "--ridge", "1", "--out", out, "--engine", engine]),
       stdout: "piped",
       stderr: "piped",

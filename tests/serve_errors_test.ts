@@ -401,7 +401,19 @@ test("a full queue: 503 with Retry-After, and the queued requests are still serv
 async function spawnServe(...args: string[]) {
   const main = new URL("../cli/main.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--node-modules-dir=manual", main, "serve", "--bundle", bundle, "--port", "0", "--no-verify", ...args],
+    args: [
+      "run",
+      "-A",
+      "--node-modules-dir=manual",
+      main,
+      "serve",
+      "--bundle",
+      bundle,
+      "--port",
+      "0",
+      "--no-verify",
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).spawn();
