@@ -25,9 +25,10 @@ import { isBlockSize } from "../converters/model/quant.ts";
 import { UsageError } from "./_args.ts";
 
 /** Help lines shared by the commands that take the options. */
-export const DTYPE_HELP =
-  `  --dtype D,…         variants: fp32, q8, q4, a mixed name such as aux-q8_base-q4,
-                      or all (fp32,q8,q4,aux-q8_base-q4)`;
+export const DTYPE_HELP = `  --dtype D,…         variants: ${
+  PRECISIONS.join(", ")
+}, a mixed name such as aux-q8_base-q4,
+                      or all (${ALL_VARIANTS.map(variantName).join(",")})`;
 
 function precision(text: string, option: string) {
   if (!isPrecision(text)) {
@@ -51,7 +52,9 @@ export function parseVariants(
       const v = variantFromName(name);
       if (!v) {
         throw new UsageError(
-          `--dtype '${name}': expected fp32, q8, q4, all, or aux-X_base-Y with X, Y among those`,
+          `--dtype '${name}': expected ${
+            PRECISIONS.join(", ")
+          }, all, or aux-X_base-Y with X, Y among those`,
         );
       }
       out.push(v);

@@ -161,7 +161,7 @@ Deno.test("bad precision options: one line, exit 2, nothing written", async () =
   await using tmp = await tempDir();
   const out = `${tmp.path}/b`;
   const cases: [string[], RegExp][] = [
-    [["--dtype", "q3"], /--dtype 'q3': expected fp32, q8, q4, all/],
+    [["--dtype", "q3"], /--dtype 'q3': expected fp32, q8, q4, fp16, q4f16, all/],
     [["--block-size", "24"], /--block-size '24': expected a power of two ≥ 16/],
     [["--block-size", "8"], /--block-size '8': expected a power of two ≥ 16/],
     [["--aux-dtype", "int8"], /--aux-dtype 'int8': expected one of fp32, q8, q4/],
