@@ -121,10 +121,8 @@ export function runLayer(layer: Layer, x: Float32Array, S: number): LayerTaps {
   const { desc, index: l, weights } = layer;
   const d = desc.modelDim, hd = desc.headDim;
   const q = desc.numQueryHeads[l], k = desc.numKvHeads[l];
-  // Float32 activations throughout, for a runtime whose weights record their activations' type.
-  const float32: Record<string, unknown> = { activations: "float32" };
-  const one = {
-    ...float32,
+  const one: TransformerWeights = {
+    activations: "float32",
     part: "base",
     desc: {
       ...desc,
@@ -139,7 +137,7 @@ export function runLayer(layer: Layer, x: Float32Array, S: number): LayerTaps {
     norm: new Float32Array(d),
     classifier: linearWeights(x, S, d),
     layers: [weights],
-  } as TransformerWeights;
+  };
   const seen: Partial<Record<LinearTensor, Float32Array>> = {};
   const out = forward(one, {
     batch: 1,
