@@ -18,7 +18,12 @@
  * @module
  */
 
-import { choleskyInPlace, SingularSystemError } from "./ridge.ts";
+import {
+  backSolveInPlace,
+  choleskyInPlace,
+  forwardSolveInPlace,
+  SingularSystemError,
+} from "./ridge.ts";
 import { symmetricEigen } from "./_eigen.ts";
 
 /** Feature rows and how much of the weighted fitted variance they keep. */
@@ -27,36 +32,6 @@ export interface ReducedRank {
   rows: Float64Array;
   /** Share of the weighted fitted variance the `rank` features carry (1: nothing lost). */
   kept: number;
-}
-
-/** Solves `L Z = B` in place for lower-triangular `l` `[n, n]` and `b` `[n, m]`. */
-function forwardSolve(l: Float64Array, n: number, b: Float64Array, m: number): void {
-  for (let i = 0; i < n; i++) {
-    const io = i * n, bo = i * m;
-    for (let k = 0; k < i; k++) {
-      const c = l[io + k];
-      if (c === 0) continue;
-      const ko = k * m;
-      for (let o = 0; o < m; o++) b[bo + o] -= c * b[ko + o];
-    }
-    const dii = l[io + i];
-    for (let o = 0; o < m; o++) b[bo + o] /= dii;
-  }
-}
-
-/** Solves `Lᵀ Z = B` in place. */
-function backSolve(l: Float64Array, n: number, b: Float64Array, m: number): void {
-  for (let i = n - 1; i >= 0; i--) {
-    const bo = i * m;
-    for (let k = i + 1; k < n; k++) {
-      const c = l[k * n + i];
-      if (c === 0) continue;
-      const ko = k * m;
-      for (let o = 0; o < m; o++) b[bo + o] -= c * b[ko + o];
-    }
-    const dii = l[i * n + i];
-    for (let o = 0; o < m; o++) b[bo + o] /= dii;
-  }
 }
 
 /**
@@ -90,7 +65,7 @@ export function reducedRankRows(
   for (let i = 0; i < p; i++) {
     for (let c = 0; c < m; c++) mw[i * m + c] = cxy[i * m + c] * weights[c];
   }
-  forwardSolve(l, p, mw, m);
+  forwardSolveInPlace(l, p, mw, m);
   // Top singular directions of M from the smaller of MᵀM and MMᵀ; Z = M V_r = U_r Σ_r.
   const z = new Float64Array(p * rank);
   let kept: number;
@@ -130,7 +105,7 @@ export function reducedRankRows(
     }
   }
   // Rᵀ = L⁻ᵀ Z.
-  backSolve(l, p, z, rank);
+  backSolveInPlace(l, p, z, rank);
   const rows = new Float64Array(rank * p);
   for (let i = 0; i < p; i++) for (let r = 0; r < rank; r++) rows[r * p + i] = z[i * rank + r];
   return { rows, kept };

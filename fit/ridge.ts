@@ -373,8 +373,8 @@ export function choleskyInPlace(a: Float64Array, n: number): number {
   return -1;
 }
 
-/** Solves `L Lᵀ X = B` for `B` `[n, m]` (row-major) in place, `l` from {@link choleskyInPlace}. */
-export function choleskySolveInPlace(l: Float64Array, n: number, b: Float64Array, m: number): void {
+/** Solves `L Z = B` in place for lower-triangular `l` `[n, n]` and `b` `[n, m]` (row-major). */
+export function forwardSolveInPlace(l: Float64Array, n: number, b: Float64Array, m: number): void {
   for (let i = 0; i < n; i++) {
     const io = i * n, bo = i * m;
     for (let k = 0; k < i; k++) {
@@ -386,6 +386,10 @@ export function choleskySolveInPlace(l: Float64Array, n: number, b: Float64Array
     const d = l[io + i];
     for (let o = 0; o < m; o++) b[bo + o] /= d;
   }
+}
+
+/** Solves `Lᵀ Z = B` in place for lower-triangular `l` `[n, n]` and `b` `[n, m]` (row-major). */
+export function backSolveInPlace(l: Float64Array, n: number, b: Float64Array, m: number): void {
   for (let i = n - 1; i >= 0; i--) {
     const bo = i * m;
     for (let k = i + 1; k < n; k++) {
@@ -397,4 +401,10 @@ export function choleskySolveInPlace(l: Float64Array, n: number, b: Float64Array
     const d = l[i * n + i];
     for (let o = 0; o < m; o++) b[bo + o] /= d;
   }
+}
+
+/** Solves `L Lᵀ X = B` for `B` `[n, m]` (row-major) in place, `l` from {@link choleskyInPlace}. */
+export function choleskySolveInPlace(l: Float64Array, n: number, b: Float64Array, m: number): void {
+  forwardSolveInPlace(l, n, b, m);
+  backSolveInPlace(l, n, b, m);
 }
