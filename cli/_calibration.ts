@@ -23,6 +23,19 @@ import { chooseTokenizer } from "./_text.ts";
 /** Where the calibration comes from. */
 export type CalibrationSource = { ids: string } | { text: string; tokenizer?: string };
 
+/** A plain decimal number, as `fit` and `prune` accept for their numeric options. */
+export const NUMBER = /^\d+(\.\d*)?([eE][+-]?\d+)?$|^\.\d+([eE][+-]?\d+)?$/;
+
+/** Parses `--holdout`: a share in [0, 1), `fallback` when absent. */
+export function parseHoldout(text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const v = Number(text.trim());
+  if (!NUMBER.test(text.trim()) || !(v >= 0 && v < 1)) {
+    throw new UsageError(`--holdout '${text}': expected a share in [0, 1), e.g. ${fallback}`);
+  }
+  return v;
+}
+
 /** Cuts each sequence into windows of at most `length` tokens. */
 export function windows(sequences: readonly number[][], length: number): number[][] {
   return sequences.flatMap((s) =>

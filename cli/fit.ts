@@ -44,12 +44,10 @@ import {
   threadsOption,
   UsageError,
 } from "./_args.ts";
-import { capTokens, readCalibration, windows } from "./_calibration.ts";
+import { capTokens, NUMBER, parseHoldout, readCalibration, windows } from "./_calibration.ts";
 import { progressBar } from "./_progress.ts";
 import { openRawCacheRunners, parseEngine, type Runners } from "./_raw_cache.ts";
 import { interruptible } from "./_verify.ts";
-
-const NUMBER = /^\d+(\.\d*)?([eE][+-]?\d+)?$|^\.\d+([eE][+-]?\d+)?$/;
 
 /** Parses `--ridge`: a finite number ≥ 0. */
 function parseRidge(text: string | undefined): number {
@@ -57,16 +55,6 @@ function parseRidge(text: string | undefined): number {
   const v = Number(text.trim());
   if (!NUMBER.test(text.trim()) || !Number.isFinite(v) || v < 0) {
     throw new UsageError(`--ridge '${text}': expected a number ≥ 0, e.g. 1e-3`);
-  }
-  return v;
-}
-
-/** Parses `--holdout`: a share in [0, 1). */
-function parseHoldout(text: string | undefined): number {
-  if (text === undefined) return 0.1;
-  const v = Number(text.trim());
-  if (!NUMBER.test(text.trim()) || !(v >= 0 && v < 1)) {
-    throw new UsageError(`--holdout '${text}': expected a share in [0, 1), e.g. 0.1`);
   }
   return v;
 }
@@ -316,7 +304,7 @@ ${threadsHelp(24, "with --engine ort")}
       throw new UsageError(`fit: --out ${out} would replace an input`);
     }
     const ridge = parseRidge(values.ridge);
-    const holdout = parseHoldout(values.holdout);
+    const holdout = parseHoldout(values.holdout, 0.1);
     const maxTokens = values["max-tokens"] === undefined
       ? undefined
       : parsePositive(values["max-tokens"], "--max-tokens", 1);

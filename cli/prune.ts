@@ -45,11 +45,9 @@ import {
   threadsOption,
   UsageError,
 } from "./_args.ts";
-import { capTokens, readCalibration, windows } from "./_calibration.ts";
+import { capTokens, NUMBER, parseHoldout, readCalibration, windows } from "./_calibration.ts";
 import { progressBar } from "./_progress.ts";
 import { interruptible } from "./_verify.ts";
-
-const NUMBER = /^\d+(\.\d*)?([eE][+-]?\d+)?$|^\.\d+([eE][+-]?\d+)?$/;
 
 /** The heal's steps, in the order they run. */
 const HEAL_STEPS = ["residual", "mapping", "keys-values"] as const;
@@ -61,16 +59,6 @@ function parseHealRidge(text: string | undefined): number | "auto" {
   const v = Number(text.trim());
   if (!NUMBER.test(text.trim()) || !Number.isFinite(v) || v < 0) {
     throw new UsageError(`--heal-ridge '${text}': expected a number ≥ 0 or 'auto', e.g. 0.01`);
-  }
-  return v;
-}
-
-/** Parses `--holdout`: a share in [0, 1). */
-function parseHoldout(text: string | undefined): number {
-  if (text === undefined) return 0.125;
-  const v = Number(text.trim());
-  if (!NUMBER.test(text.trim()) || !(v >= 0 && v < 1)) {
-    throw new UsageError(`--holdout '${text}': expected a share in [0, 1), e.g. 0.125`);
   }
   return v;
 }
@@ -302,7 +290,7 @@ ${threadsHelp(24, "for the float64 statistics")}
       : parseIntList(values["keep-layers"], "--keep-layers");
     const steps = parseHealSteps(values["heal-steps"]);
     const ridge = parseHealRidge(values["heal-ridge"]);
-    const holdout = parseHoldout(values.holdout);
+    const holdout = parseHoldout(values.holdout, 0.125);
     const maxTokens = values["max-tokens"] === undefined
       ? undefined
       : parsePositive(values["max-tokens"], "--max-tokens", 1);
