@@ -48,9 +48,12 @@ export function sleb(v: number): Code {
   }
 }
 
-const section = (id: number, body: Code): Code => [id, ...uleb(body.length), ...body];
-const vec = (items: Code[]): Code => [...uleb(items.length), ...items.flat()];
-const str = (s: string): Code => [...uleb(s.length), ...new TextEncoder().encode(s)];
+/** A module section: its id, then its body's byte length and the body. */
+export const section = (id: number, body: Code): Code => [id, ...uleb(body.length), ...body];
+/** A vector: the item count, then the items. */
+export const vec = (items: Code[]): Code => [...uleb(items.length), ...items.flat()];
+/** A name: its UTF-8 byte length, then the bytes. */
+export const str = (s: string): Code => [...uleb(s.length), ...new TextEncoder().encode(s)];
 
 /** `i32.const v`. */
 export const i32 = (v: number): Code => [0x41, ...sleb(v | 0)];
