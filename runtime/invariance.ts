@@ -4,15 +4,22 @@
  * table both ways; measure/property.ts applies it to random models):
  * `bitwise` — logits bit-identical alone, in a mixed batch or left-padded;
  * `tokens` — greedy tokens identical, logits not bit for bit. One entry is
- * not `bitwise`: fp16 under ONNX Runtime's CPU EP, whose float16 MatMuls run
- * as float32 kernels between Casts its graph optimizer partly removes. Its
- * base-only graph is bit for bit; its KV-prediction prefill moves the logits
- * by up to 2.3e-4 on the trained fixture and on 3 of the 16 random models of
+ * not `bitwise`: fp16 under ONNX Runtime's CPU EP. Its base-only graph is
+ * bit for bit; its KV-prediction prefill moves the logits by up to 2.3e-4
+ * on the trained fixture and on 3 of the 16 random models of
  * tests/property_test.ts by 3.5e-4, 1.2e-3 and 1.4e-3 (seeds 0, 3, 12) with
- * the company a prompt keeps, tokens unchanged — the
- * cause lies in the auxiliary pass or predictor as ORT rewrites them and is
- * not found. q4f16 (same graph, MatMulNBits) and every variant in the
- * reference runtime are `bitwise`.
+ * the company a prompt keeps, tokens unchanged. The cause
+ * (examples/f16_batch_invariance.ts measures both halves): the CPU EP has
+ * no float16 MatMul and wraps each in Casts to float32; a float16 weight
+ * initializer of the main graph (the base) it converts once, at load, but
+ * inside the If node's prefill branch (the auxiliary) it keeps a run-time
+ * Cast of every weight, and ONNX Runtime's float32 MatMul with a run-time
+ * `B` (not pre-packed) computes a row differently depending on how many
+ * rows it is given (M = 1 always; M < 128 on two threads for some shapes).
+ * The auxiliary's keys and values then differ by an f16 ulp here and there,
+ * and the base reads them through the predictor. q4f16 (same graph,
+ * `MatMulNBits` on its packed weights) and every variant in the reference
+ * runtime are `bitwise`.
  *
  * @example
  * ```ts
