@@ -188,6 +188,12 @@ export interface BundleManifest {
   /** The conversion accepted NaN/Inf weights. */
   allowNonfinite: boolean;
   /**
+   * The graph form (`convert --attention`): "plain" (batch-invariant node
+   * patterns) or "fused" (ONNX Runtime's contrib operators; graphs/_fused.ts).
+   * Absent in bundles written before the option: plain.
+   */
+  attention?: "plain" | "fused";
+  /**
    * The tokenizer files written beside config.json (`tokenizer.json`,
    * `tokenizer_config.json`, `generation_config.json`) and where they came
    * from; absent when the model's vocabulary fits no known tokenizer.

@@ -27,6 +27,12 @@ import {
 import { plotSeries, ttftPlot } from "../measure/plot.ts";
 import { bundleVariants } from "./_dtype.ts";
 import {
+  compareBundles,
+  type CompareReport,
+  type CompareRow,
+  formOf as formOfManifest,
+} from "../measure/compare.ts";
+import {
   type Command,
   parse,
   parseChoice,
@@ -123,13 +129,57 @@ export function formatMachine(report: BenchReport): string {
   }\nweights: ${bytes}\nresident set with each variant's sessions loaded (one variant at a time): ${resident}`;
 }
 
+/** The column heads of {@link formatCompareRow}, naming the two bundles' forms. */
+export function compareHeader(forms: [string, string]): string {
+  const [a, b] = forms[0] === forms[1] ? ["A", "B"] : forms;
+  return [
+    "variant".padEnd(15),
+    "graph".padEnd(5),
+    "prompt".padStart(6),
+    `TTFT ${a} ms (min–max)`.padStart(26),
+    `TTFT ${b} ms (min–max)`.padStart(26),
+    `${b}/${a}`.padStart(11),
+    `decode ${a} ms`.padStart(15),
+    `decode ${b} ms`.padStart(15),
+    `${b}/${a}`.padStart(11),
+  ].join(" ");
+}
+
+/** One row of `bench --against`. */
+export function formatCompareRow(r: CompareRow): string {
+  const t = (x: CompareRow["ttft"][0]) => `${ms(x.median)} (${ms(x.min)}–${ms(x.max)})`;
+  return [
+    r.dtype.padEnd(15),
+    r.mode.padEnd(5),
+    String(r.promptLength).padStart(6),
+    t(r.ttft[0]).padStart(26),
+    t(r.ttft[1]).padStart(26),
+    `${r.ttftRatio.toFixed(2)}×`.padStart(11),
+    (r.decodeStep ? ms(r.decodeStep[0].median) : "—").padStart(15),
+    (r.decodeStep ? ms(r.decodeStep[1].median) : "—").padStart(15),
+    (r.decodeRatio ? `${r.decodeRatio.toFixed(2)}×` : "—").padStart(11),
+  ].join(" ");
+}
+
+/** The lines under the `bench --against` table. */
+export function formatCompareFooter(report: CompareReport): string {
+  return `bundles: A ${report.bundles[0]} (${report.forms[0]}), B ${report.bundles[1]} (${
+    report.forms[1]
+  }); batch ${report.batch}; TTFT medians of ${report.reps} runs after a warm-up, the two ` +
+    `bundles alternating; decode: median step after the prompt, alternating step by step ` +
+    `(— where the context has no room for the steps); ` +
+    `ratio: B / A (below 1: B faster)\n${
+      formatCpu(report.cpu)
+    }; ONNX Runtime threads: ${report.threads}`;
+}
+
 /** The `bench` command. */
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure TTFT: base-only vs KV prediction, against FLOPs",
   help: `Usage: kvpred bench --bundle DIR [--dtype fp32|q8|…|all] [--prompt-lengths 64,128,256,512]
                      [--batch 1] [--runtime ort|reference] [--device D] [--reps N]
-                     [--decode-steps N]
+                     [--decode-steps N] [--against DIR2]
                      [--json] [--plot F.svg]
 
 Measures time to first token (prompt ids in → first token id out) for the
@@ -147,6 +197,13 @@ the prompt, the graphs alternating step by step) and tokens/s, the achieved pref
 of a few large MatMuls run in the same run, the weight bytes of each variant
 and the CPU's int8 features (VNNI/AMX), which decide int8 speed.
 
+With --against DIR2 (a bundle of the same model, e.g. the other graph form:
+convert --attention plain and fused), it compares the two bundles instead:
+per variant one graph at a time (KV prediction, then base-only), that graph
+of both bundles loaded and alternating in every repetition and decode step;
+it reports both TTFTs and decode steps and their ratio DIR2 / DIR (ONNX
+Runtime on the CPU only).
+
 Options:
   --bundle DIR              the bundle (kvpred convert)
   --dtype D                 variant(s): a name, a comma list, or all (default fp32)
@@ -158,6 +215,7 @@ ${deviceHelp(28)}
                               emulations of a GPU: their timings say nothing of GPUs)
   --reps N                  timed runs per mode and length, ≥ 5 (default 5)
   --decode-steps N          timed generation steps after each prompt, ≥ 32 (default 32)
+  --against DIR2            compare DIR2's graphs with DIR's, alternating (see above)
   --plot F.svg              draw TTFT against prompt length
 ${threadsHelp(28)}
 ${verifyHelp(28)}
@@ -172,6 +230,7 @@ ${verifyHelp(28)}
       "decode-steps": { type: "string" },
       plot: { type: "string" },
       dtype: { type: "string" },
+      against: { type: "string" },
       ...DEVICE_OPTION,
       ...THREADS_OPTION,
       ...VERIFY_OPTIONS,
@@ -201,6 +260,34 @@ ${verifyHelp(28)}
       );
     }
     let header = false;
+    if (values.against !== undefined) {
+      if (runtime !== "ort" || device !== "cpu" || values.plot !== undefined) {
+        throw new UsageError(
+          "--against: compares ONNX Runtime on the CPU (no --runtime reference, --device or --plot)",
+        );
+      }
+      const other = await readManifest(values.against);
+      bundleVariants(other, values.dtype);
+      await verifyFromCli(values.bundle, manifest, verify);
+      await verifyFromCli(values.against, other, verify);
+      const report = await compareBundles(values.bundle, values.against, {
+        variants,
+        promptLengths,
+        batch,
+        reps,
+        decodeSteps,
+        threads,
+        onRow: values.json ? undefined : (r) => {
+          if (!header) {
+            console.log(compareHeader([formOfManifest(manifest), formOfManifest(other)]));
+          }
+          header = true;
+          console.log(formatCompareRow(r));
+        },
+      });
+      console.log(values.json ? JSON.stringify(report, null, 2) : formatCompareFooter(report));
+      return 0;
+    }
     await verifyFromCli(values.bundle, manifest, verify);
     const warning = memoryWarning(
       await memoryNeed(values.bundle, manifest, variants, runtime),

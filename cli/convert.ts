@@ -20,8 +20,10 @@ import {
   type Command,
   mappingOption,
   parse,
+  parseChoice,
   UsageError,
 } from "./_args.ts";
+import { ATTENTION_FORMS } from "../graphs/_fused.ts";
 import { progressBar } from "./_progress.ts";
 import { DTYPE_HELP, parseBlockSize, parseVariants } from "./_dtype.ts";
 
@@ -36,7 +38,8 @@ export const convertCommand: Command = {
   summary: "export a checkpoint as an ONNX bundle (KV prediction + base-only)",
   help: `Usage: kvpred convert (--checkpoint F | --base F --aux F --predictor F) --out DIR
                        [--dtype fp32,q8,q4] [--aux-dtype P --base-dtype P]
-                       [--block-size 32] [--mapping …] [--force]
+                       [--block-size 32] [--attention plain|fused] [--mapping …]
+                       [--force]
 
 Writes DIR/kvpred.json, DIR/config.json and, per precision variant, two
 graphs over one weight file: DIR/onnx/model{s}.onnx (KV prediction: an empty
@@ -60,6 +63,12 @@ ${DTYPE_HELP}
   --aux-dtype P       add a mixed variant: the auxiliary model at P (fp32, q8, q4)
   --base-dtype P      … and the base model at P (e.g. --aux-dtype q8 --base-dtype q4)
   --block-size N      weights per quantization block, a power of two ≥ 16 (default 32)
+  --attention F       the graph form: plain (default) or fused. plain is
+                      bit-for-bit batch invariant; fused uses ONNX Runtime's
+                      GroupQueryAttention (float32 variants; f16 ones keep the
+                      plain attention), faster on long prompts but not
+                      bit-for-bit batch invariant (greedy tokens are; see
+                      runtime/invariance.ts). Compare both with bench --against.
   --tokenizer F       a Hugging Face tokenizer.json to ship (default: the built-in
                       LLaMA-2 tokenizer when the vocabulary has its 32000 tokens)
   --force             replace an existing DIR (only once the new bundle is complete)`,
@@ -73,10 +82,12 @@ ${DTYPE_HELP}
       "base-dtype": { type: "string" },
       "block-size": { type: "string" },
       tokenizer: { type: "string" },
+      attention: { type: "string" },
     });
     if (!values.out) throw new UsageError("convert: --out DIR is required");
     const variants = parseVariants(values);
     const blockSize = parseBlockSize(values["block-size"]);
+    const attention = parseChoice(values.attention, "--attention", ATTENTION_FORMS, "plain");
     const sources = checkpointSources("convert", values);
     const mapping = mappingOption(values.mapping);
     const controller = new AbortController();
@@ -91,6 +102,7 @@ ${DTYPE_HELP}
         mapping,
         variants,
         blockSize,
+        attention,
         tokenizer: values.tokenizer,
         onProgress: bar,
         signal: controller.signal,
@@ -100,7 +112,7 @@ ${DTYPE_HELP}
       const f512 = manifest.prefillFlops.find((f) => f.promptLength === 512);
       console.log(
         `wrote ${values.out}: base ${base.numLayers} layers, auxiliary ${auxiliary.numLayers} layers, ` +
-          `mapping ${manifest.model.mapping.join(",")}` +
+          `mapping ${manifest.model.mapping.join(",")}, ${attention} graphs` +
           (f512 ? `; prefill FLOPs ratio at 512 tokens ${f512.ratio.toFixed(2)}×` : ""),
       );
       for (const v of manifest.variants) {

@@ -20,6 +20,16 @@ import type { TransformerDescription } from "../converters/model/model.ts";
 import { elemTypeCode, type GraphBuilder } from "./builder.ts";
 import { ROW_QUANT } from "../converters/model/precision.ts";
 import { CACHE_READS } from "../bundle/contract.ts";
+import {
+  type FusedOps,
+  gqaAttention,
+  type GqaMasks,
+  PLAIN_OPS,
+  type Rope,
+  rotaryEmbedding,
+  simplifiedNorm,
+  skipSimplifiedNorm,
+} from "./_fused.ts";
 
 /** "To the end" for Slice (clamped to the axis; int64 max itself does not survive a JS number). */
 const TO_END = Number.MAX_SAFE_INTEGER;
@@ -145,6 +155,68 @@ export function applyRope(
     const rotated = g.op("Concat", [g.op("Neg", [x2]), x1], { axis: -1 });
     return g.op("Add", [g.op("Mul", [x, rope.cos]), g.op("Mul", [rotated, rope.sin])]);
   });
+}
+
+/**
+ * RoPE for positions `[B, S]` int64 in the form `ops` asks: RotaryEmbedding's
+ * inputs (the positions and `[rows, hd/2]` halves of the constant tables of
+ * {@link ropeTableValues}) where `ops.rope` and `rows` is known, else the
+ * plain gathered tables of {@link ropeTables}.
+ */
+export function ropeFor(
+  g: GraphBuilder,
+  positions: string,
+  t: TransformerDescription,
+  rows: number | undefined,
+  ops: Readonly<FusedOps>,
+): Rope {
+  if (!ops.rope || rows === undefined) return ropeTables(g, positions, t, rows);
+  const half = t.headDim / 2, hd = t.headDim;
+  const values = ropeTableValues(t, rows);
+  const halves = (v: Float32Array) => {
+    const out = new Float32Array(rows * half);
+    for (let p = 0; p < rows; p++) out.set(v.subarray(p * hd, p * hd + half), p * half);
+    return out;
+  };
+  const name = `rotary.${hd}.${t.ropeTheta}.${rows}`;
+  return {
+    positions,
+    cosCache: g.tensor(`${name}.cos`, halves(values.cos), [rows, half]),
+    sinCache: g.tensor(`${name}.sin`, halves(values.sin), [rows, half]),
+  };
+}
+
+/** Rotate-half RoPE on `[B, S, heads, hd]` by whichever form `r` is in ({@link ropeFor}). */
+export function formRope(g: GraphBuilder, x: string, r: Rope, heads: number, hd: number): string {
+  return "cos" in r ? applyRope(g, x, r, hd) : rotaryEmbedding(g, x, r, heads, hd);
+}
+
+/** RMSNorm: the plain pattern, or SimplifiedLayerNormalization where `ops.norm`. */
+export function formNorm(
+  g: GraphBuilder,
+  x: string,
+  w: string,
+  eps: number,
+  ops: Readonly<FusedOps>,
+): string {
+  return ops.norm ? simplifiedNorm(g, x, w, eps) : rmsNorm(g, x, w, eps);
+}
+
+/**
+ * `x + delta` and the RMSNorm of the sum: one SkipSimplifiedLayerNormalization
+ * where `ops.skipNorm`, else Add then {@link formNorm}.
+ */
+export function addNorm(
+  g: GraphBuilder,
+  x: string,
+  delta: string,
+  w: string,
+  eps: number,
+  ops: Readonly<FusedOps>,
+): { sum: string; normed: string } {
+  if (ops.skipNorm) return skipSimplifiedNorm(g, x, delta, w, eps);
+  const sum = g.op("Add", [x, delta]);
+  return { sum, normed: formNorm(g, sum, w, eps, ops) };
 }
 
 /**
@@ -362,7 +434,8 @@ export function cast(
 
 /** What one layer needs besides its weights. */
 export interface LayerInputs {
-  rope: { cos: string; sin: string };
+  /** RoPE tables (plain) or what RotaryEmbedding reads (graphs/_fused.ts). */
+  rope: Rope;
   bias: string;
   /**
    * The cache so far, in pieces concatenated before the new keys and values
@@ -371,6 +444,10 @@ export interface LayerInputs {
   past: KvPair[];
   /** An f16 graph's types (absent: float32 throughout). */
   f16?: F16Graph;
+  /** The contrib operators of the fused form (absent: the plain form). */
+  ops?: Readonly<FusedOps>;
+  /** GroupQueryAttention's masks, where `ops.attention` (float32 graphs only). */
+  gqa?: GqaMasks;
 }
 
 /**
@@ -390,22 +467,35 @@ export function transformerLayer(
   const q = t.numQueryHeads[i], k = t.numKvHeads[i], hd = t.headDim, f = t.ffnDims[i];
   const group = q / k;
   const f16 = inputs.f16;
+  const ops = inputs.ops ?? PLAIN_OPS;
   const lin = f16 ? "float16" : "float32";
   const res = f16?.residual ?? "float32";
   // A norm in float32 of a value of type `from`, its output as `to`.
   const norm = (v: string, from: typeof res, weight: string, to: typeof res) =>
-    cast(g, rmsNorm(g, cast(g, v, from, "float32"), weight, t.normEps), "float32", to);
+    cast(g, formNorm(g, cast(g, v, from, "float32"), weight, t.normEps, ops), "float32", to);
   const attn = g.scoped("attn", () => {
     const h = norm(x, res, w.attnNorm, lin);
     const qkv = g.op("Reshape", [w.qkv(h), g.ints([0, 0, q + 2 * k, hd])]);
     const [qs, rawKey, rawValue] = g.opN("Split", [qkv, g.ints([q, k, k])], 3, { axis: 2 });
-    const qr = applyRope(g, norm(qs, lin, w.qNorm, "float32"), inputs.rope, hd);
+    const qr = formRope(g, norm(qs, lin, w.qNorm, "float32"), inputs.rope, q, hd);
     const kr = cast(
       g,
-      applyRope(g, norm(rawKey, lin, w.kNorm, "float32"), inputs.rope, hd),
+      formRope(g, norm(rawKey, lin, w.kNorm, "float32"), inputs.rope, k, hd),
       "float32",
       lin,
     );
+    const scale = (v: string) => g.op("Mul", [v, g.floats([1 / Math.sqrt(hd)], [])]);
+    if (inputs.gqa && !f16) {
+      // GroupQueryAttention reads the cache so far as one tensor and writes the present one.
+      const past = inputs.past.length > 1
+        ? {
+          key: g.op("Concat", inputs.past.map((p) => p.key), { axis: 2 }),
+          value: g.op("Concat", inputs.past.map((p) => p.value), { axis: 2 }),
+        }
+        : inputs.past[0];
+      const fused = gqaAttention(g, scale(qr), kr, rawValue, past, inputs.gqa, { q, k, hd });
+      return { out: w.out(fused.context), present: fused.present, rawKey, rawValue };
+    }
     // One Concat per cache: a piece that is empty at run time costs nothing.
     const append = (past: string[], fresh: string) => {
       const heads = g.op("Transpose", [fresh], { perm: [0, 2, 1, 3] });
@@ -416,7 +506,7 @@ export function transformerLayer(
       value: append(inputs.past.map((p) => p.value), rawValue),
     };
     // Queries grouped by the KV head they share, g·S rows per KV head: [B, k, g·S, hd].
-    const scaled = g.op("Mul", [qr, g.floats([1 / Math.sqrt(hd)], [])]);
+    const scaled = scale(qr);
     const heads5 = g.op("Transpose", [g.op("Reshape", [scaled, g.ints([0, 0, k, group, hd])])], {
       perm: [0, 2, 3, 1, 4],
     });
@@ -440,11 +530,15 @@ export function transformerLayer(
     ]);
     return { out: w.out(cast(g, merged, "float32", lin)), present, rawKey, rawValue };
   });
-  const x1 = g.op("Add", [x, cast(g, attn.out, lin, res)]);
+  // The residual add and the pre-FFN norm (one SkipSimplifiedLayerNormalization where fused).
+  const skip = ops.skipNorm && !f16
+    ? addNorm(g, x, attn.out, w.ffnNorm, t.normEps, ops)
+    : undefined;
+  const x1 = skip?.sum ?? g.op("Add", [x, cast(g, attn.out, lin, res)]);
   const ffn = g.scoped("ffn", () => {
     // SwiGLU in float32 (an f16 graph's f16 exp errs by up to 9 ulps on lavapipe, and
     // ORT's fused QuickGelu computes 1 − 1/(1 + exp(x)) for x < 0, which cancels in f16).
-    const h = cast(g, w.proj1(norm(x1, res, w.ffnNorm, lin)), lin, "float32");
+    const h = cast(g, w.proj1(skip?.normed ?? norm(x1, res, w.ffnNorm, lin)), lin, "float32");
     const [gate, up] = g.opN("Split", [h, g.ints([f, f])], 2, { axis: -1 });
     const silu = g.op("Mul", [gate, g.op("Sigmoid", [gate])]);
     return w.proj2(cast(g, g.op("Mul", [silu, up]), "float32", lin));

@@ -32,7 +32,7 @@ import {
   linear,
   type LinearFn,
   nbitsLinear,
-  ropeTables,
+  ropeFor,
   rowQuantizedLinear,
   transformerLayer,
 } from "./_layers.ts";
@@ -43,6 +43,7 @@ import {
   type WeightLayout,
   type WeightSpec,
 } from "./weights.ts";
+import { type FusedOps, gqaMasks, PLAIN_OPS } from "./_fused.ts";
 
 /** Declares initializers on first use, from the weight layout. */
 export class Weights {
@@ -54,6 +55,8 @@ export class Weights {
     readonly blockSize: number,
     /** Rows of the constant RoPE tables (the context length); absent: Cos/Sin nodes. */
     readonly ropeRows?: number,
+    /** The fused form's contrib operators (default: none, the plain form). */
+    readonly ops: Readonly<FusedOps> = PLAIN_OPS,
   ) {}
 
   private declare(spec: WeightSpec): void {
@@ -132,7 +135,9 @@ export function transformer(
     const f16 = w.f16;
     const embedded = g.op("Gather", [w.get(modelName(part, "embed")), ids], { axis: 0 }, "embed");
     let x = f16 ? cast(g, embedded, "float16", f16.residual) : embedded;
-    const rope = ropeTables(g, positions, t, w.ropeRows);
+    const rope = ropeFor(g, positions, t, w.ropeRows, w.ops);
+    // GroupQueryAttention computes in float32 only: f16 graphs keep the plain attention.
+    const gqa = w.ops.attention && !f16 ? gqaMasks(g, bias) : undefined;
     const present: KvPair[] = [];
     const raw: KvPair[] = [];
     for (let i = 0; i < t.numLayers; i++) {
@@ -149,7 +154,7 @@ export function transformer(
           ffnNorm: n("ffnNorm"),
           proj1: lin("proj1"),
           proj2: lin("proj2"),
-        }, { rope, bias, past: past[i] ?? [], f16 }));
+        }, { rope, bias, past: past[i] ?? [], f16, ops: w.ops, gqa }));
       x = out.x;
       present.push(out.present);
       raw.push({ key: out.rawKey, value: out.rawValue });

@@ -50,6 +50,7 @@ import { writeTokenizerFiles } from "../tokenizer/files.ts";
 import { writeWeights } from "./_data.ts";
 import { encodeModel } from "./builder.ts";
 import { buildDecoder } from "./decoder.ts";
+import { type AttentionForm, FUSED_OPS } from "./_fused.ts";
 import { layoutWeights, weightPlan } from "./weights.ts";
 
 /** kvpred's version, recorded in every manifest. */
@@ -75,6 +76,8 @@ export interface ConvertOptions {
   tokenizer?: string;
   /** The layer mapping, overriding metadata and inference. */
   mapping?: number[];
+  /** The graph form: "plain" (default, batch invariant) or "fused" (graphs/_fused.ts). */
+  attention?: AttentionForm;
   /**
    * Token ids for config.json (default: the checkpoint's configuration, else
    * OpenELM's Llama tokenizer: 1 and 2).
@@ -167,7 +170,11 @@ async function sourceFiles(sources: CheckpointSources, out: string): Promise<Sou
 }
 
 /** How a variant stores and computes each tensor group (the manifest's `scheme`). */
-function variantScheme(precision: VariantPrecision, blockSize: number): TensorGroupScheme[] {
+function variantScheme(
+  precision: VariantPrecision,
+  blockSize: number,
+  attention: AttentionForm,
+): TensorGroupScheme[] {
   const f16 = isF16Variant(precision);
   const float = f16 ? "float16" : "float32";
   const groups: TensorGroupScheme[] = [];
@@ -209,6 +216,19 @@ function variantScheme(precision: VariantPrecision, blockSize: number): TensorGr
     { group: "predictor", op: "MatMul", bits: 32, activations: "float32" },
     { group: "norms", op: "Mul", bits: 32, activations: "float32" },
   );
+  if (attention === "fused") {
+    // The fused form's operators (graphs/_fused.ts); an f16 graph keeps the plain attention.
+    const gqa = FUSED_OPS.attention && !f16;
+    groups.push({
+      group: "attention",
+      op: gqa ? "com.microsoft.GroupQueryAttention" : "MatMul",
+      bits: 32,
+      activations: `float32; ${gqa ? "fused" : "plain"} attention` +
+        (FUSED_OPS.rope ? ", com.microsoft.RotaryEmbedding" : "") +
+        (FUSED_OPS.skipNorm && !f16 ? ", com.microsoft.SkipSimplifiedLayerNormalization" : "") +
+        (FUSED_OPS.norm ? ", SimplifiedLayerNormalization" : ""),
+    });
+  }
   if (f16) {
     const kept = (Object.keys(F16_FLOAT32) as F16Island[]).filter((k) => F16_FLOAT32[k]);
     groups.push({
@@ -228,6 +248,10 @@ export async function convert(
 ): Promise<BundleManifest> {
   const out = options.out.replace(/\/+$/, "");
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+  const attention = options.attention ?? "plain";
+  if (attention !== "plain" && attention !== "fused") {
+    throw new RangeError(`attention form '${attention}': expected plain or fused`);
+  }
   if (!isBlockSize(blockSize)) {
     throw new RangeError(`block size ${blockSize}: expected a power of two ≥ 16`);
   }
@@ -271,7 +295,11 @@ export async function convert(
       );
       for (const kind of ["kvp", "base"] as const) {
         options.signal?.throwIfAborted();
-        const model = buildDecoder(description, layout, kind, { precision, blockSize });
+        const model = buildDecoder(description, layout, kind, {
+          precision,
+          blockSize,
+          attention,
+        });
         await writeFile(paths[kind], encodeModel(model));
       }
       variants.push({
@@ -285,7 +313,7 @@ export async function convert(
         externalData: paths.data,
         cacheType: isF16Variant(precision) ? "float16" : "float32",
         weightBytes: layout.totalBytes,
-        scheme: variantScheme(precision, blockSize),
+        scheme: variantScheme(precision, blockSize, attention),
       });
     }
     const config = transformersConfig(description, options, variants);
@@ -319,6 +347,7 @@ export async function convert(
       io: ioNames(description.base.numLayers),
       prefillFlops: FLOPS_LENGTHS.map((n) => prefillFlops(description, n)),
       allowNonfinite: sources.allowNonfinite ?? false,
+      attention,
       ...(tokenizer
         ? {
           tokenizer: {

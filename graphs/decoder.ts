@@ -27,17 +27,18 @@ import { layerName, modelName, predictorName } from "../converters/model/names.t
 import { type GraphKind, IO } from "../bundle/contract.ts";
 import { type Dim, GraphBuilder, type ModelProto } from "./builder.ts";
 import {
-  applyRope,
   attentionBias,
   cast,
   dim,
+  formRope,
   type KvPair,
   linear,
   maskPositions,
   rmsNorm,
-  ropeTables,
+  ropeFor,
   slice,
 } from "./_layers.ts";
+import { type AttentionForm, type FusedOps, fusedOps } from "./_fused.ts";
 import {
   DEFAULT_BLOCK_SIZE,
   F16_FLOAT32,
@@ -55,6 +56,13 @@ export interface DecoderOptions {
   precision?: VariantPrecision;
   /** Quantization block size (default 32). */
   blockSize?: number;
+  /** The graph form (default "plain"; graphs/_fused.ts). */
+  attention?: AttentionForm;
+  /**
+   * The contrib operators used, overriding `attention`'s choice (to measure
+   * one operator at a time; examples/fused_ops.ts).
+   */
+  ops?: Readonly<FusedOps>;
 }
 
 /**
@@ -113,7 +121,7 @@ function predictedCache(
     [],
   );
   return g.scoped("predictor", () => {
-    const rope = ropeTables(g, auxPositions, base, w.ropeRows);
+    const rope = ropeFor(g, auxPositions, base, w.ropeRows, w.ops);
     return mapping.map((a, i) =>
       g.scoped(`l${i}`, () => {
         const k = base.numKvHeads[i], hd = base.headDim;
@@ -133,7 +141,7 @@ function predictedCache(
           );
           return g.op("Reshape", [y, g.ints([0, 0, k, hd])]);
         };
-        const key = applyRope(
+        const key = formRope(
           g,
           rmsNorm(
             g,
@@ -142,6 +150,7 @@ function predictedCache(
             base.normEps,
           ),
           rope,
+          k,
           hd,
         );
         const value = map(auxOut.raw[a].value, "value");
@@ -169,6 +178,7 @@ export function buildDecoder(
     options.precision ?? { auxiliary: "fp32", base: "fp32" },
     options.blockSize ?? DEFAULT_BLOCK_SIZE,
     contextLengthOf(desc),
+    options.ops ?? fusedOps(options.attention ?? "plain"),
   );
   const B: Dim = "batch_size";
   // transformers.js feeds int64 ids and mask, builds the empty cache from the graph's

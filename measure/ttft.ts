@@ -161,8 +161,8 @@ export function timing(samples: number[]): Timing {
   return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: samples.length };
 }
 
-/** Time from ids in to first token ids out (ms), and the state to decode from. */
-async function firstToken(
+/** Time from ids in to first token ids out (ms), and the state to decode from (a generator of timed greedy steps). */
+export async function firstToken(
   model: KvpRuntime,
   prompts: number[][],
   mode: Mode,

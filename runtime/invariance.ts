@@ -21,6 +21,12 @@
  * `MatMulNBits` on its packed weights) and every variant in the reference
  * runtime are `bitwise`.
  *
+ * The fused graph form (`convert --attention fused`, graphs/_fused.ts) has
+ * its own column, `ortFused`, measured by tests/fused_test.ts the same way:
+ * ONNX Runtime's GroupQueryAttention sums a row's scores in an order that
+ * depends on the padding before it, so its float32 variants are `tokens`
+ * (f16 variants keep the plain attention in that form).
+ *
  * @example
  * ```ts
  * import { batchInvariance } from "./invariance.ts";
@@ -33,15 +39,37 @@
 /** How a runtime's answers depend on the batch. */
 export type BatchInvariance = "bitwise" | "tokens";
 
-/** Runtime → variant name → its invariance, where not `bitwise`. */
+/** The fused form under ONNX Runtime (measured by tests/fused_test.ts). */
+const FUSED_TABLE: Readonly<Record<string, BatchInvariance>> = {
+  fp32: "tokens",
+  q8: "tokens",
+  q4: "tokens",
+  "aux-q8_base-q4": "tokens",
+  fp16: "tokens",
+};
+
+/**
+ * Runtime (`ortFused`: ONNX Runtime on a fused-form bundle) → variant name →
+ * its invariance, where not `bitwise`.
+ */
 export const BATCH_INVARIANCE: Readonly<
-  Record<"ort" | "reference", Readonly<Record<string, BatchInvariance>>>
+  Record<"ort" | "reference" | "ortFused", Readonly<Record<string, BatchInvariance>>>
 > = {
   ort: { fp16: "tokens" },
   reference: {},
+  ortFused: FUSED_TABLE,
 };
 
-/** The invariance of `variant` (a variant name) under `runtime` on the CPU. */
-export function batchInvariance(runtime: "ort" | "reference", variant: string): BatchInvariance {
-  return BATCH_INVARIANCE[runtime][variant] ?? "bitwise";
+/**
+ * The invariance of `variant` (a variant name) under `runtime` on the CPU,
+ * for a bundle of graph form `form` (default plain; the reference runtime
+ * runs no graph, so the form does not matter to it).
+ */
+export function batchInvariance(
+  runtime: "ort" | "reference",
+  variant: string,
+  form: "plain" | "fused" = "plain",
+): BatchInvariance {
+  const table = runtime === "ort" && form === "fused" ? "ortFused" : runtime;
+  return BATCH_INVARIANCE[table][variant] ?? "bitwise";
 }

@@ -1,0 +1,196 @@
+/**
+ * The fused graph form (`convert --attention fused`): ONNX Runtime's
+ * contrib operators in place of the plain node patterns of `_layers.ts`,
+ * each adopted only where it measured faster on OpenELM-1_1B's layer sizes
+ * (examples/fused_ops.ts; {@link FUSED_OPS} says which). Attention is
+ * `com.microsoft.GroupQueryAttention` on kvpred's left-padded cache (RoPE
+ * and q/k-norm done outside, `do_rotary = 0`; `seqlens_k = total − 1` for
+ * every row; the padding and causal mask as a finite `attention_bias`),
+ * which is not bit-for-bit batch invariant (runtime/invariance.ts); RoPE may
+ * be `com.microsoft.RotaryEmbedding` over the same constant tables, and the
+ * norm after a residual add `com.microsoft.SkipSimplifiedLayerNormalization`.
+ *
+ * @example
+ * ```ts
+ * import { GraphBuilder } from "./builder.ts";
+ * import { gqaMasks } from "./_fused.ts";
+ * const g = new GraphBuilder("f");
+ * const bias = g.input("bias", "float32", ["b", 1, 1, "s", "t"]);
+ * gqaMasks(g, bias);
+ * ```
+ *
+ * @module
+ */
+
+import type { GraphBuilder } from "./builder.ts";
+import { CONTRIB_DOMAIN } from "./builder.ts";
+
+/** One layer's cache as graph values `[B, kv, T, hd]`. */
+interface KvPair {
+  key: string;
+  value: string;
+}
+
+/** The two graph forms a bundle can be written in. */
+export type AttentionForm = "plain" | "fused";
+
+/** Every {@link AttentionForm}, the default first. */
+export const ATTENTION_FORMS: readonly AttentionForm[] = ["plain", "fused"];
+
+/** Which contrib operators a fused graph uses in place of the plain patterns. */
+export interface FusedOps {
+  /** GroupQueryAttention for the attention core (float32 graphs). */
+  attention: boolean;
+  /** RotaryEmbedding for RoPE (where constant tables exist). */
+  rope: boolean;
+  /** SkipSimplifiedLayerNormalization for the residual add + pre-FFN RMSNorm. */
+  skipNorm: boolean;
+  /** SimplifiedLayerNormalization written out (ONNX Runtime fuses the plain pattern itself). */
+  norm: boolean;
+}
+
+/**
+ * What `--attention fused` uses, as measured (README, "The fused graph
+ * form"): only the operators that were faster than their plain pattern.
+ */
+export const FUSED_OPS: Readonly<FusedOps> = {
+  attention: true,
+  rope: true,
+  skipNorm: false,
+  norm: false,
+};
+
+/** No fusion at all: the plain form. */
+export const PLAIN_OPS: Readonly<FusedOps> = {
+  attention: false,
+  rope: false,
+  skipNorm: false,
+  norm: false,
+};
+
+/** The operators of a form. */
+export function fusedOps(form: AttentionForm): Readonly<FusedOps> {
+  return form === "fused" ? FUSED_OPS : PLAIN_OPS;
+}
+
+/** The mask inputs GroupQueryAttention takes, computed once per transformer. */
+export interface GqaMasks {
+  /** `[B, 1, S, T]` float32: 0 where allowed, float32's lowest elsewhere. */
+  bias: string;
+  /** int32 `[B]`: T − 1 for every row (the padding is in the bias). */
+  seqlensK: string;
+  /** int32 scalar: T. */
+  total: string;
+}
+
+/** GroupQueryAttention's masks from kvpred's bias `[B, 1, 1, S, T]`. */
+export function gqaMasks(g: GraphBuilder, bias: string): GqaMasks {
+  return g.scoped("gqa_masks", () => {
+    const total = g.op("Shape", [bias], { start: 4, end: 5 });
+    const seqlensK = g.op("Cast", [
+      g.op("Expand", [
+        g.op("Sub", [total, g.ints([1])]),
+        g.op("Shape", [bias], { start: 0, end: 1 }),
+      ]),
+    ], { to: 6 });
+    return {
+      bias: g.op("Squeeze", [bias, g.ints([1])]),
+      seqlensK,
+      total: g.op("Cast", [g.op("Squeeze", [total, g.ints([0])])], { to: 6 }),
+    };
+  });
+}
+
+/**
+ * `softmax(q·kᵀ + bias)·v` by GroupQueryAttention: queries `[B, S, q, hd]`
+ * (already scaled by 1/√hd), new keys and values `[B, S, k, hd]`, the cache
+ * so far `[B, k, P, hd]` (absent: none). Returns the context
+ * `[B, S, q·hd]` and the present cache `[B, k, P + S, hd]`.
+ */
+export function gqaAttention(
+  g: GraphBuilder,
+  queries: string,
+  keys: string,
+  values: string,
+  past: KvPair | undefined,
+  masks: GqaMasks,
+  heads: { q: number; k: number; hd: number },
+): { context: string; present: KvPair } {
+  return g.scoped("gqa", () => {
+    const flat = (x: string, n: number) => g.op("Reshape", [x, g.ints([0, 0, n * heads.hd])]);
+    const [context, key, value] = g.opN(
+      "GroupQueryAttention",
+      [
+        flat(queries, heads.q),
+        flat(keys, heads.k),
+        flat(values, heads.k),
+        past?.key ?? "",
+        past?.value ?? "",
+        masks.seqlensK,
+        masks.total,
+        "",
+        "",
+        "",
+        masks.bias,
+      ],
+      3,
+      { num_heads: heads.q, kv_num_heads: heads.k, scale: { float: 1 }, do_rotary: 0 },
+      undefined,
+      undefined,
+      CONTRIB_DOMAIN,
+    );
+    return { context, present: { key, value } };
+  });
+}
+
+/** RoPE as kvpred's graphs carry it: gathered tables, or what RotaryEmbedding reads. */
+export type Rope =
+  | { cos: string; sin: string }
+  | { positions: string; cosCache: string; sinCache: string };
+
+/** RotaryEmbedding (rotate-half) on `[B, S, heads, hd]`, its caches `[rows, hd/2]`. */
+export function rotaryEmbedding(
+  g: GraphBuilder,
+  x: string,
+  r: { positions: string; cosCache: string; sinCache: string },
+  heads: number,
+  hd: number,
+): string {
+  return g.scoped("rotary", () => {
+    const flat = g.op("Reshape", [x, g.ints([0, 0, heads * hd])]);
+    const y = g.contrib("RotaryEmbedding", [flat, r.positions, r.cosCache, r.sinCache], {
+      interleaved: 0,
+      num_heads: heads,
+    });
+    return g.op("Reshape", [y, g.ints([0, 0, heads, hd])]);
+  });
+}
+
+/** RMSNorm as one SimplifiedLayerNormalization node. */
+export function simplifiedNorm(g: GraphBuilder, x: string, w: string, eps: number): string {
+  return g.op("SimplifiedLayerNormalization", [x, w], {
+    axis: -1,
+    epsilon: { float: eps },
+    stash_type: 1,
+  });
+}
+
+/** `x + delta` and its RMSNorm as one SkipSimplifiedLayerNormalization node. */
+export function skipSimplifiedNorm(
+  g: GraphBuilder,
+  x: string,
+  delta: string,
+  w: string,
+  eps: number,
+): { sum: string; normed: string } {
+  const [normed, , , sum] = g.opN(
+    "SkipSimplifiedLayerNormalization",
+    [x, delta, w],
+    4,
+    { epsilon: { float: eps } },
+    undefined,
+    undefined,
+    CONTRIB_DOMAIN,
+  );
+  return { sum, normed };
+}
