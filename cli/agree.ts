@@ -19,11 +19,11 @@
 import { fsErrorWords } from "../converters/formats/_fs_error.ts";
 import type { KvpDescription } from "../converters/model/model.ts";
 import {
-  agreement,
   AgreementModel,
   type AgreementReport,
   generationAgreement,
   type GenerationReport,
+  measureAgreement,
 } from "../measure/agree.ts";
 import { InputError } from "../runtime/errors.ts";
 import {
@@ -34,8 +34,11 @@ import {
   mappingOption,
   parse,
   parsePositive,
+  threadsHelp,
+  threadsOption,
   UsageError,
 } from "./_args.ts";
+import { parseEngine } from "./_raw_cache.ts";
 import { chooseTokenizer } from "./_text.ts";
 import { readPromptIds } from "./validate.ts";
 
@@ -126,7 +129,8 @@ export const agreeCommand: Command = {
   summary: "KV predictor accuracy on held-out prompts, against the mean baseline",
   help: `Usage: kvpred agree (--checkpoint F | --base F --aux F [--predictor F]) [--fitted F]
                      (--prompts-ids FILE | --prompts-text FILE) [--baseline-from FILE]
-                     [--steps 16] [--continuations-ids FILE] [--json]
+                     [--steps 16] [--continuations-ids FILE] [--engine ort|reference]
+                     [--threads N] [--work-dir DIR] [--json]
 
 Measures a KV predictor on held-out prompts, one prompt at a time:
   - per base layer, the relative error ‖ŷ − y‖/‖y‖ of the predicted keys and
@@ -161,6 +165,16 @@ Options:
   --continuations-ids FILE
                         one continuation per prompt (line i continues prompt i),
                         token ids: scored teacher forced after the prefill
+  --engine E            what runs the models: 'ort' (default) writes float32 ONNX
+                        models of both into a temporary folder and runs them with
+                        ONNX Runtime (the predictor in JavaScript), several times
+                        faster on large models; 'reference' runs kvpred's
+                        reference runtime (no extra disk); the figures agree
+                        within float32 rounding
+${threadsHelp(24, "with --engine ort")}
+  --work-dir DIR        where --engine ort writes its temporary models, about
+                        the float32 size of both models, removed when done
+                        (default: the system's temporary folder)
   --json                print the report as JSON (generation figures under
                         "generation")`,
   async run(args) {
@@ -173,8 +187,16 @@ Options:
       "baseline-from": { type: "string" },
       steps: { type: "string" },
       "continuations-ids": { type: "string" },
+      engine: { type: "string" },
+      threads: { type: "string" },
+      "work-dir": { type: "string" },
       json: { type: "boolean" },
     });
+    const engine = parseEngine(values.engine);
+    const threads = threadsOption(values.threads);
+    if (engine === "reference" && (values.threads !== undefined || values["work-dir"])) {
+      throw new UsageError("agree: --threads and --work-dir apply to --engine ort");
+    }
     const steps = parsePositive(values.steps, "--steps", 16, 0);
     const idsPath = values["prompts-ids"], textPath = values["prompts-text"];
     if (idsPath !== undefined && textPath !== undefined) {
@@ -226,33 +248,40 @@ Options:
       mapping: mappingOption(values.mapping),
       fitted: values.fitted,
       check,
+      engine,
+      threads,
+      workDir: values["work-dir"],
     });
-    let prompts = ids;
-    if (texts) {
-      const tokenizer = await chooseTokenizer({
-        tokenizer: values.tokenizer,
-        checkpointTokenizer: model.description.tokenizerPath,
-        vocabSize: model.description.base.vocabSize,
-        option: "--prompts-text",
-      });
-      prompts = texts.map((t) => tokenizer.encode(t));
+    try {
+      let prompts = ids;
+      if (texts) {
+        const tokenizer = await chooseTokenizer({
+          tokenizer: values.tokenizer,
+          checkpointTokenizer: model.description.tokenizerPath,
+          vocabSize: model.description.base.vocabSize,
+          option: "--prompts-text",
+        });
+        prompts = texts.map((t) => tokenizer.encode(t));
+      }
+      if (continuations && continuations.length !== prompts!.length) {
+        throw new UsageError(
+          `--continuations-ids ${continuationsPath}: ${continuations.length} lines for ` +
+            `${prompts!.length} prompts (one continuation per prompt)`,
+        );
+      }
+      const report = await measureAgreement(model, prompts!, { calibration });
+      const generation = steps > 0
+        ? await generationAgreement(model, prompts!, { steps, continuations, baseline: report })
+        : undefined;
+      if (values.json) {
+        console.log(JSON.stringify({ ...report, generation }, null, 2));
+      } else {
+        console.log(formatAgreement(report));
+        if (generation) console.log(formatGeneration(generation));
+      }
+      return 0;
+    } finally {
+      await model.release();
     }
-    if (continuations && continuations.length !== prompts!.length) {
-      throw new UsageError(
-        `--continuations-ids ${continuationsPath}: ${continuations.length} lines for ` +
-          `${prompts!.length} prompts (one continuation per prompt)`,
-      );
-    }
-    const report = agreement(model, prompts!, { calibration });
-    const generation = steps > 0
-      ? await generationAgreement(model, prompts!, { steps, continuations, baseline: report })
-      : undefined;
-    if (values.json) {
-      console.log(JSON.stringify({ ...report, generation }, null, 2));
-    } else {
-      console.log(formatAgreement(report));
-      if (generation) console.log(formatGeneration(generation));
-    }
-    return 0;
   },
 };

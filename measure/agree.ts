@@ -36,6 +36,7 @@ import { openTensorFile } from "../converters/formats/open.ts";
 import { matmulT } from "../runtime/_matmul.ts";
 import { checkTokenId } from "../runtime/batch.ts";
 import { InputError } from "../runtime/errors.ts";
+import type { KvpRuntime } from "../runtime/types.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
 import { predictCache } from "../runtime/predictor.ts";
 import {
@@ -46,6 +47,7 @@ import {
   teacherForced,
 } from "./generation.ts";
 import { weightsRuntime } from "./_weights_runtime.ts";
+import { AgreeSessions, ortRuntime, predictRaw } from "./_agree_ort.ts";
 import { forward } from "../runtime/transformer.ts";
 import {
   loadPredictor,
@@ -67,7 +69,23 @@ export interface AgreementLoadOptions {
   fitted?: string;
   /** Runs on the description before any weight is read (to reject bad input early). */
   check?: (description: KvpDescription) => void;
+  /**
+   * What runs the models (default `"reference"`): the reference runtime on
+   * the weights in memory, or `"ort"`: ONNX Runtime on float32 ONNX models of
+   * both, written into a temporary folder (about their float32 size) and
+   * removed by {@link AgreementModel.release}. Its figures are the
+   * reference's within float32 rounding; {@link agreement} needs the
+   * reference engine, {@link measureAgreement} takes either.
+   */
+  engine?: AgreementEngine;
+  /** ONNX Runtime's intra-op threads, with the `ort` engine (default: one per core). */
+  threads?: number;
+  /** Where the `ort` engine writes its temporary models (default: the system's temporary folder). */
+  workDir?: string;
 }
+
+/** What runs the models of an {@link AgreementModel}. */
+export type AgreementEngine = "reference" | "ort";
 
 /** A predictor to measure: its weights and the auxiliary layer each base layer reads. */
 interface NamedPredictor {
@@ -78,8 +96,11 @@ interface NamedPredictor {
 
 /** What {@link agreement} reads from a model (kept out of the public API). */
 interface Loaded {
-  base: TransformerWeights;
-  aux: TransformerWeights;
+  /** The reference engine's weights. */
+  base?: TransformerWeights;
+  aux?: TransformerWeights;
+  /** The ONNX Runtime engine's sessions. */
+  sessions?: AgreeSessions;
   predictors: NamedPredictor[];
 }
 
@@ -99,7 +120,17 @@ export class AgreementModel {
      * a fitted one was given.
      */
     readonly predictors: readonly string[],
+    /** What runs the models. */
+    readonly engine: AgreementEngine,
   ) {}
+
+  /** Frees what the engine holds (ONNX Runtime's sessions and temporary models). */
+  async release(): Promise<void> {
+    const loaded = LOADED.get(this);
+    const sessions = loaded?.sessions;
+    if (loaded) loaded.sessions = undefined;
+    await sessions?.release();
+  }
 
   /** Loads and checks a checkpoint (and a fitted predictor). Throws CheckpointError on bad files. */
   static async load(
@@ -127,8 +158,7 @@ export class AgreementModel {
       }
       const { description } = describeKvp(index, { mapping: options.mapping });
       options.check?.(description);
-      const base = await loadTransformer(index, "base", description.base);
-      const aux = await loadTransformer(index, "auxiliary", description.auxiliary);
+      const engine = options.engine ?? "reference";
       const predictors: NamedPredictor[] = [{
         name: own ? "checkpoint" : "fitted",
         weights: await loadPredictor(index, description.base.numLayers),
@@ -137,8 +167,18 @@ export class AgreementModel {
       if (own && options.fitted !== undefined) {
         predictors.push(await loadFitted(options.fitted, description, sources));
       }
-      const model = new AgreementModel(description, predictors.map((p) => p.name));
-      LOADED.set(model, { base, aux, predictors });
+      const model = new AgreementModel(description, predictors.map((p) => p.name), engine);
+      if (engine === "ort") {
+        const sessions = await AgreeSessions.open(index, description, {
+          threads: options.threads,
+          workDir: options.workDir,
+        });
+        LOADED.set(model, { sessions, predictors });
+      } else {
+        const base = await loadTransformer(index, "base", description.base);
+        const aux = await loadTransformer(index, "auxiliary", description.auxiliary);
+        LOADED.set(model, { base, aux, predictors });
+      }
       return model;
     } finally {
       index.close();
@@ -319,21 +359,78 @@ function meanPredictor(
   return p;
 }
 
-/** The three passes over one prompt. */
+/** The auxiliary pass over a prompt's first P tokens: per layer raw K/V `[P, k·hd]`, and the engine's own form. */
+interface AuxOut {
+  tokens: { key: Float32Array; value: Float32Array }[];
+  native?: { key: Float32Array; value: Float32Array }[];
+}
+
+/** The base-only pass: last logits, per layer raw K/V `[P, k·hd]` of the first P positions. */
+interface BaseOut {
+  logits: Float32Array;
+  y: KvSums<Float32Array>[];
+}
+
+/** The three passes over one prompt, by an engine (in this process, or ONNX Runtime's). */
 interface Runner {
-  /** Base-only over the whole prompt: last logits, per layer raw K/V `[P, k·hd]` of the first P. */
-  base(prompt: readonly number[]): { logits: Float32Array; y: KvSums<Float32Array>[] };
+  /** Base-only over the whole prompt. */
+  base(prompt: readonly number[]): BaseOut | Promise<BaseOut>;
   /** The auxiliary model's raw K/V over the first P tokens (undefined when P = 0). */
-  aux(prompt: readonly number[]): { key: Float32Array; value: Float32Array }[] | undefined;
+  aux(prompt: readonly number[]): AuxOut | undefined | Promise<AuxOut | undefined>;
   /** KV prediction's first-token logits with `p`. */
   kvp(
     prompt: readonly number[],
-    auxRaw: { key: Float32Array; value: Float32Array }[] | undefined,
+    auxRaw: AuxOut | undefined,
     p: NamedPredictor,
-  ): Float32Array;
+  ): Float32Array | Promise<Float32Array>;
 }
 
-function runner({ base, aux }: Loaded): Runner {
+/** What the measurement asks of a {@link Runner}, one pass at a time. */
+type Ask =
+  | { kind: "base"; prompt: readonly number[] }
+  | { kind: "aux"; prompt: readonly number[] }
+  | { kind: "kvp"; prompt: readonly number[]; auxRaw: AuxOut | undefined; p: NamedPredictor };
+
+/** The measurement as a generator of passes: one code path for a synchronous and an asynchronous engine. */
+type Passes<T> = Generator<Ask, T, unknown>;
+
+function* _base(prompt: readonly number[]): Passes<BaseOut> {
+  return (yield { kind: "base", prompt }) as BaseOut;
+}
+
+function* _aux(prompt: readonly number[]): Passes<AuxOut | undefined> {
+  return (yield { kind: "aux", prompt }) as AuxOut | undefined;
+}
+
+function* _kvp(
+  prompt: readonly number[],
+  auxRaw: AuxOut | undefined,
+  p: NamedPredictor,
+): Passes<Float32Array> {
+  return (yield { kind: "kvp", prompt, auxRaw, p }) as Float32Array;
+}
+
+function _call(run: Runner, ask: Ask): unknown {
+  if (ask.kind === "base") return run.base(ask.prompt);
+  if (ask.kind === "aux") return run.aux(ask.prompt);
+  return run.kvp(ask.prompt, ask.auxRaw, ask.p);
+}
+
+/** Runs `passes` on a synchronous runner. */
+function _drive<T>(passes: Passes<T>, run: Runner): T {
+  let step = passes.next();
+  while (!step.done) step = passes.next(_call(run, step.value));
+  return step.value;
+}
+
+/** Runs `passes` on an asynchronous runner. */
+async function _driveAsync<T>(passes: Passes<T>, run: Runner): Promise<T> {
+  let step = passes.next();
+  while (!step.done) step = passes.next(await _call(run, step.value));
+  return step.value;
+}
+
+function referenceRunner(base: TransformerWeights, aux: TransformerWeights): Runner {
   const hd = base.desc.headDim;
   const positions = (n: number) => Int32Array.from({ length: n }, (_, t) => t);
   return {
@@ -357,7 +454,7 @@ function runner({ base, aux }: Loaded): Runner {
     aux(prompt) {
       const P = prompt.length - 1;
       if (P === 0) return undefined;
-      return forward(aux, {
+      const native = forward(aux, {
         batch: 1,
         seq: P,
         ids: Int32Array.from(prompt.slice(0, P)),
@@ -366,12 +463,18 @@ function runner({ base, aux }: Loaded): Runner {
         logits: "none",
         keepRaw: true,
       }).raw!;
+      const kA = aux.desc.numKvHeads, hdA = aux.desc.headDim;
+      const tokens = native.map((r, a) => ({
+        key: perToken(r.key, kA[a], P, P, hdA),
+        value: perToken(r.value, kA[a], P, P, hdA),
+      }));
+      return { tokens, native };
     },
     kvp(prompt, auxRaw, p) {
       // SPEC §4, as ReferenceModel's KV-prediction prefill runs it for one unpadded prompt.
       const n = prompt.length, P = n - 1;
       const past = auxRaw &&
-        predictCache(base, aux, p.weights, p.mapping, auxRaw, positions(P), 1, P);
+        predictCache(base, aux, p.weights, p.mapping, auxRaw.native!, positions(P), 1, P);
       return forward(base, {
         batch: 1,
         seq: 1,
@@ -383,6 +486,40 @@ function runner({ base, aux }: Loaded): Runner {
       }).logits;
     },
   };
+}
+
+function ortRunner(sessions: AgreeSessions): Runner {
+  const desc = sessions.description;
+  return {
+    async base(prompt) {
+      const P = prompt.length - 1;
+      const out = await sessions.base([[...prompt]]);
+      const y = out.raw.map((r, i) => {
+        const w = kvWidth(desc.base, i);
+        return { key: r.key.subarray(0, P * w), value: r.value.subarray(0, P * w) };
+      });
+      return { logits: out.logits, y };
+    },
+    async aux(prompt) {
+      const P = prompt.length - 1;
+      return P === 0 ? undefined : { tokens: await sessions.auxRaw(prompt.slice(0, P)) };
+    },
+    async kvp(prompt, auxRaw, p) {
+      const P = prompt.length - 1;
+      const raw = auxRaw && {
+        layers: predictRaw(desc, p.weights, p.mapping, auxRaw.tokens, P),
+        length: P,
+      };
+      return (await sessions.base([[prompt[P]]], { raw })).logits;
+    },
+  };
+}
+
+/** The runner of `loaded`'s engine. */
+function runnerOf(loaded: Loaded): Runner {
+  if (loaded.sessions) return ortRunner(loaded.sessions);
+  if (!loaded.base || !loaded.aux) throw new Error("the agreement model was released");
+  return referenceRunner(loaded.base, loaded.aux);
 }
 
 /** Σ (a − b)² and Σ b² of two equal-length arrays, in float64. */
@@ -414,6 +551,33 @@ export function agreement(
   prompts: readonly number[][],
   options: AgreementOptions = {},
 ): AgreementReport {
+  if (model.engine !== "reference") {
+    throw new InputError(
+      `agreement() runs the reference engine; this model runs '${model.engine}': use ` +
+        "measureAgreement()",
+    );
+  }
+  return _drive(_measure(model, prompts, options), runnerOf(LOADED.get(model)!));
+}
+
+/**
+ * {@link agreement} on either engine of `model` (the `ort` engine runs
+ * asynchronously). Throws InputError as {@link agreement} does.
+ */
+export function measureAgreement(
+  model: AgreementModel,
+  prompts: readonly number[][],
+  options: AgreementOptions = {},
+): Promise<AgreementReport> {
+  return _driveAsync(_measure(model, prompts, options), runnerOf(LOADED.get(model)!));
+}
+
+/** The measurement, pass by pass (see {@link agreement}). */
+function* _measure(
+  model: AgreementModel,
+  prompts: readonly number[][],
+  options: AgreementOptions,
+): Passes<AgreementReport> {
   const loaded = LOADED.get(model)!;
   const { base: baseDesc, auxiliary: auxDesc } = model.description;
   const L = baseDesc.numLayers, vocab = baseDesc.vocabSize;
@@ -424,7 +588,6 @@ export function agreement(
     if (calibration.length === 0) throw new InputError("no calibration prompts given");
     checkPrompts(calibration, vocab, "calibration prompt");
   }
-  const run = runner(loaded);
   const zeros = () =>
     Array.from({ length: L }, (_, i): KvSums<Float64Array> => ({
       key: new Float64Array(kvWidth(baseDesc, i)),
@@ -446,7 +609,7 @@ export function agreement(
       }
     });
   for (const prompt of prompts) {
-    const { logits, y } = run.base(prompt);
+    const { logits, y } = yield* _base(prompt);
     baseLogits.push(logits);
     const P = prompt.length - 1;
     positions += P;
@@ -455,15 +618,15 @@ export function agreement(
       squares[i].key += sumSquares(l.key, l.key)[1];
       squares[i].value += sumSquares(l.value, l.value)[1];
     });
-    const auxRaw = run.aux(prompt);
+    const auxRaw = yield* _aux(prompt);
     const top = argmaxRows(logits, 1, vocab)[0];
-    named.forEach((p, n) => {
+    for (const [n, p] of named.entries()) {
       if (auxRaw) {
         p.mapping.forEach((a, i) => {
           const kA = auxDesc.numKvHeads[a], hdA = auxDesc.headDim;
           const widthIn = kA * hdA, widthOut = kvWidth(baseDesc, i);
           for (const kv of ["key", "value"] as const) {
-            const x = perToken(auxRaw[a][kv], kA, P, P, hdA);
+            const x = auxRaw.tokens[a][kv];
             const weight = kv === "key" ? p.weights.keyWeight[i] : p.weights.valueWeight[i];
             const bias = kv === "key" ? p.weights.keyBias[i] : p.weights.valueBias[i];
             const yHat = matmulT(x, P, widthIn, weight, widthOut, bias);
@@ -471,10 +634,10 @@ export function agreement(
           }
         });
       }
-      const kvp = run.kvp(prompt, auxRaw, p);
+      const kvp = yield* _kvp(prompt, auxRaw, p);
       klSum[n] += kl(logits, kvp);
       if (argmaxRows(kvp, 1, vocab)[0] === top) agreeing[n]++;
-    });
+    }
   }
   if (positions === 0) {
     throw new InputError("every prompt is a single token: there are no positions to predict");
@@ -490,7 +653,7 @@ export function agreement(
     let count = 0;
     for (const prompt of calibration) {
       if (prompt.length < 2) continue;
-      addSums(calSum, run.base(prompt).y);
+      addSums(calSum, (yield* _base(prompt)).y);
       count += prompt.length - 1;
     }
     if (count === 0) {
@@ -525,11 +688,11 @@ export function agreement(
     };
   });
   let meanKl = 0, meanAgreeing = 0;
-  prompts.forEach((prompt, r) => {
-    const kvp = run.kvp(prompt, run.aux(prompt), meanP);
+  for (const [r, prompt] of prompts.entries()) {
+    const kvp = yield* _kvp(prompt, yield* _aux(prompt), meanP);
     meanKl += kl(baseLogits[r], kvp);
     if (argmaxRows(kvp, 1, vocab)[0] === argmaxRows(baseLogits[r], 1, vocab)[0]) meanAgreeing++;
-  });
+  }
   const figures = (
     p: NamedPredictor,
     errors: KvSums<number>[],
@@ -624,9 +787,12 @@ export async function generationAgreement(
   }
   const mean = options.baseline && MEANS.get(options.baseline);
   const named = mean ? [...loaded.predictors, mean] : loaded.predictors;
-  const runtimes = named.map((p) =>
-    weightsRuntime(model.description, loaded.base, loaded.aux, p.weights, p.mapping)
-  );
+  const { base, aux, sessions } = loaded;
+  const runtimes = named.map((p): KvpRuntime => {
+    if (sessions) return ortRuntime(sessions, p.weights, p.mapping);
+    if (!base || !aux) throw new Error("the agreement model was released");
+    return weightsRuntime(model.description, base, aux, p.weights, p.mapping);
+  });
   const reference = await greedyTokens(runtimes[0], prompts, "base", steps);
   const baseOnly = continuations &&
     await teacherForced(runtimes[0], prompts, continuations, "base");

@@ -185,7 +185,17 @@ Deno.test("kvpred agree: text table, --json, --prompts-text and --fitted", async
   assert.match(text.stdout, /checkpoint: +first-token agreement [\d.]+% \(\d\/6\), KL/);
   assert.match(text.stdout, /evaluated prompts \(the same ones\)/);
 
-  const json = await kvpred("agree", "--checkpoint", TRAINED, "--prompts-ids", ids, "--json");
+  // The reference engine's figures, exactly (the ort engine's: tests/agree_ort_test.ts).
+  const json = await kvpred(
+    "agree",
+    "--checkpoint",
+    TRAINED,
+    "--prompts-ids",
+    ids,
+    "--json",
+    "--engine",
+    "reference",
+  );
   assert.equal(json.code, 0, json.stderr);
   const report = JSON.parse(json.stdout);
   assert.equal(report.prompts, 6);
@@ -349,6 +359,8 @@ Deno.test("kvpred agree --steps and --continuations-ids: the generation lines, J
     "--continuations-ids",
     cont,
     "--json",
+    "--engine",
+    "reference",
   );
   const report = JSON.parse(json.stdout);
   assert.deepEqual(report.generation.predictors.map((p: { name: string }) => p.name), [
