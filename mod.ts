@@ -122,6 +122,7 @@ export {
 } from "./converters/model/quant.ts";
 export { convert, type ConvertOptions } from "./graphs/bundle.ts";
 export { buildDecoder, type DecoderKind, type DecoderOptions } from "./graphs/decoder.ts";
+export { ATTENTION_FORMS, type AttentionForm, type FusedOps } from "./graphs/_fused.ts";
 export type { WeightLayout, WeightSpec } from "./graphs/weights.ts";
 export type { ExternalRef, ModelProto } from "./graphs/builder.ts";
 export { matmulModel } from "./graphs/probe.ts";
@@ -177,6 +178,7 @@ export {
 export type { CpuInfo } from "./runtime/cpu.ts";
 export {
   agreement,
+  type AgreementEngine,
   type AgreementLoadOptions,
   AgreementModel,
   type AgreementOptions,
@@ -186,6 +188,7 @@ export {
   type GenerationOptions,
   type GenerationReport,
   type LayerError,
+  measureAgreement,
   type PredictorAgreement,
   type PredictorGeneration,
 } from "./measure/agree.ts";
