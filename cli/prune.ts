@@ -32,6 +32,7 @@ import {
 } from "../converters/model/prune.ts";
 import { OrtCrossProducts } from "../fit/cross_products.ts";
 import { healAuxiliary, type Healed } from "../fit/heal.ts";
+import { OrtLayerRunner } from "../fit/_layer_ort.ts";
 import { SingularSystemError } from "../fit/ridge.ts";
 import { type LayerInfluence, layerInfluence, selectLayers } from "../fit/select.ts";
 import { crossProductModel } from "../graphs/probe.ts";
@@ -176,9 +177,10 @@ gradient), keeping every shape:
                attention output feeds only the auxiliary's logits, which KV
                prediction never reads)
 Healed tensors are written float32; the method, λ and held-out figures go
-into the metadata (kvpred_heal). The models run in kvpred's reference
-runtime, one layer at a time, the two residual streams on disk beside
---out (or in --work-dir): 8 bytes per token per model dimension.
+into the metadata (kvpred_heal). The models run under ONNX Runtime, one
+layer at a time (each layer a small model of its own), the two residual
+streams on disk beside --out (or in --work-dir): 8 bytes per token per
+model dimension.
 
 Options:
   --base F|DIR          the model to prune: a combined CoreNet KV-prediction
@@ -202,7 +204,7 @@ Options:
   --context-length N    longer sequences are cut into windows of N tokens
                         (default: the model's context length, else 2048)
   --work-dir DIR        where the heal keeps its streams (default: --out's folder)
-${threadsHelp(24, "for the float64 statistics")}
+${threadsHelp(24, "for the layer passes and the float64 statistics")}
   --out F               the safetensors file to write
   --state-key KEY       PyTorch .pt files: the top-level key holding the state dict
   --json                print the summary as JSON`,
@@ -364,6 +366,7 @@ ${threadsHelp(24, "for the float64 statistics")}
         if (values.heal) {
           const started = performance.now();
           const products = await OrtCrossProducts.create(crossProductModel(), threads);
+          const layers = new OrtLayerRunner(Math.max(...sequences.map((q) => q.length)), threads);
           let stage = "";
           let bar = progressBar("healing", false);
           try {
@@ -375,6 +378,7 @@ ${threadsHelp(24, "for the float64 statistics")}
               measureMapping: steps.has("mapping"),
               keysValues: steps.has("keys-values"),
               products,
+              layers,
               signal,
               onProgress: (name, done, total) => {
                 if (name !== stage) {
@@ -393,6 +397,7 @@ ${threadsHelp(24, "for the float64 statistics")}
           } finally {
             bar.done();
             await products.release();
+            await layers.release();
           }
           seconds.heal = (performance.now() - started) / 1e3;
         }

@@ -198,3 +198,40 @@ export function rawKeysValues(
   }
   return { key, value };
 }
+
+/** What the heal reads from one layer's pass over a window (see {@link LayerTaps}). */
+export type HealTaps = Pick<LayerTaps, "key" | "value" | "mid" | "ffn" | "out">;
+
+/**
+ * What runs the heal's layer passes: the reference runtime (default,
+ * {@link jsLayerRunner}) or ONNX Runtime (`fit/_layer_ort.ts`).
+ */
+export interface LayerRunner {
+  /** {@link runLayer}'s keys, values, residual after attention, FFN activations and output. */
+  run(layer: Layer, x: Float32Array, S: number): Promise<HealTaps>;
+  /** {@link rawKeysValues}. */
+  keysValues(
+    layer: Layer,
+    x: Float32Array,
+    S: number,
+  ): Promise<{ key: Float32Array; value: Float32Array }>;
+  /** `mid + u · Wᵀ` for `u` `[S, f]`, `weight` `[d, f]`, `mid` `[S, d]`. */
+  project(
+    u: Float32Array,
+    S: number,
+    weight: Float32Array,
+    mid: Float32Array,
+  ): Promise<Float32Array>;
+}
+
+/** The reference runtime's layer passes. */
+export const jsLayerRunner: LayerRunner = {
+  run: (layer, x, S) => Promise.resolve(runLayer(layer, x, S)),
+  keysValues: (layer, x, S) => Promise.resolve(rawKeysValues(layer, x, S)),
+  project: (u, S, weight, mid) => {
+    const d = mid.length / S, f = u.length / S;
+    const y = matmulT(u, S, f, weight, d);
+    for (let i = 0; i < y.length; i++) y[i] += mid[i];
+    return Promise.resolve(y);
+  },
+};

@@ -50,15 +50,14 @@ import type { TransformerDescription } from "../converters/model/model.ts";
 import { modelName } from "../converters/model/names.ts";
 import { checkKeepLayers, naturalMapping } from "../converters/model/prune.ts";
 import { InputError } from "../runtime/errors.ts";
-import { matmulT } from "../runtime/_matmul.ts";
 import type { LinearTensor } from "../runtime/weights.ts";
 import {
+  jsLayerRunner,
   type Layer,
+  type LayerRunner,
   linearWeight,
   loadLayer,
   normedInput,
-  rawKeysValues,
-  runLayer,
 } from "./_layer.ts";
 import { Moments } from "./moments.ts";
 import { reducedRankRows } from "./_rank.ts";
@@ -101,6 +100,8 @@ export interface HealOptions {
   rankRidge?: number;
   /** What computes the statistics' `Aᵀ·B` (default JavaScript). */
   products?: CrossProducts;
+  /** What runs the layer passes (default the reference runtime; `fit/_layer_ort.ts`: ONNX Runtime). */
+  layers?: LayerRunner;
   /** Called as work advances: a stage's name, and windows done of the stage's total. */
   onProgress?: (stage: string, done: number, total: number) => void;
   /** Stops the heal between windows (it rejects with the signal's reason). */
@@ -273,6 +274,7 @@ export async function healAuxiliary(
     predictorRidge = 1,
     rankRidge = 1e-4,
     products = jsCrossProducts,
+    layers = jsLayerRunner,
     onProgress,
     signal,
   } = options;
@@ -358,8 +360,8 @@ export async function healAuxiliary(
           const x = await baseStream.read(w);
           // The base's last layer gives only its keys and values: nothing reads its output.
           const taps: { key: Float32Array; value: Float32Array; out?: Float32Array } = l === L - 1
-            ? rawKeysValues(layer, x, S)
-            : runLayer(layer, x, S);
+            ? await layers.keysValues(layer, x, S)
+            : await layers.run(layer, x, S);
           await segment.get(l)?.write(w, sideBySide(taps.key, taps.value, S));
           if (last && rank) {
             const x = normedInput(kept, await auxStream.read(w), S);
@@ -416,7 +418,7 @@ export async function healAuxiliary(
         for (const [w, ids] of windows.entries()) {
           await checkSignal(signal);
           const S = ids.length;
-          const taps = runLayer(kept, await auxStream.read(w), S);
+          const taps = await layers.run(kept, await auxStream.read(w), S);
           await mids!.write(w, taps.mid);
           await ffns!.write(w, taps.ffn);
           await kvs!.write(w, sideBySide(taps.key, taps.value, S));
@@ -454,8 +456,7 @@ export async function healAuxiliary(
               await baseStream.read(w),
             ];
             for (const c of [{ weight: prior, error: 0 }, ...candidates]) {
-              const y = matmulT(u, S, f, c.weight, d);
-              for (let i = 0; i < y.length; i++) y[i] += mid[i];
+              const y = await layers.project(u, S, c.weight, mid);
               const [e, t] = squares(y, target);
               if (c.weight === prior) {
                 pruned += e;
@@ -510,13 +511,11 @@ export async function healAuxiliary(
         const S = ids.length;
         let out: Float32Array, own: { key: Float32Array; value: Float32Array };
         if (weight) {
-          out = matmulT(await ffns!.read(w), S, f, weight, d);
-          const mid = await mids!.read(w);
-          for (let i = 0; i < out.length; i++) out[i] += mid[i];
+          out = await layers.project(await ffns!.read(w), S, weight, await mids!.read(w));
           const [key, value] = split(await kvs!.read(w), S, kv);
           own = { key, value };
         } else {
-          const taps = runLayer(kept, await auxStream.read(w), S);
+          const taps = await layers.run(kept, await auxStream.read(w), S);
           out = taps.out;
           own = taps;
         }
@@ -527,7 +526,7 @@ export async function healAuxiliary(
           )
           : [];
         if (measure) {
-          const readers = [own, rawKeysValues(next, out, S)];
+          const readers = [own, await layers.keysValues(next, out, S)];
           for (const [ci, c] of candidates.entries()) {
             for (const [ki, kind] of (["key", "value"] as const).entries()) {
               const x = readers[ci][kind];
