@@ -242,6 +242,14 @@ export {
   type ResidualHeal,
 } from "./fit/heal.ts";
 export {
+  type HealTaps,
+  jsLayerRunner,
+  type Layer,
+  type LayerRunner,
+  type LayerTaps,
+} from "./fit/_layer.ts";
+export { OrtLayerRunner } from "./fit/_layer_ort.ts";
+export {
   type InfluenceOptions,
   type LayerInfluence,
   layerInfluence,
