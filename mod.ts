@@ -90,6 +90,7 @@ export {
 export {
   BundleError,
   type BundleManifest,
+  type CalibrationRecord,
   type GraphEntry,
   type GraphKind,
   IO,
@@ -117,9 +118,13 @@ export {
 export {
   type BlockQuant,
   dequantize,
+  GPTQ_DAMPING,
   type QuantizedMatrix,
+  type QuantizeOptions,
   quantizeRows,
+  usesHessian,
 } from "./converters/model/quant.ts";
+export { type HessianOptions, type LinearHessians, linearHessians } from "./runtime/hessians.ts";
 export { convert, type ConvertOptions } from "./graphs/bundle.ts";
 export { buildDecoder, type DecoderKind, type DecoderOptions } from "./graphs/decoder.ts";
 export { ATTENTION_FORMS, type AttentionForm, type FusedOps } from "./graphs/_fused.ts";

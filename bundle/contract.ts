@@ -165,6 +165,24 @@ export interface VariantEntry {
   scheme: TensorGroupScheme[];
 }
 
+/**
+ * The calibration a bundle's 4-bit layers were quantized with
+ * (`convert --calibration-ids`): GPTQ on each linear layer's Hessian of its
+ * float32 inputs over these windows (`runtime/hessians.ts`).
+ */
+export interface CalibrationRecord {
+  /** The windows' token ids in the bundle, one window a line (listed in `files`). */
+  file: string;
+  /** Windows in the file. */
+  windows: number;
+  /** Tokens in all. */
+  tokens: number;
+  /** "gptq". */
+  method: "gptq";
+  /** GPTQ's damping: the share of the Hessian's mean diagonal added to its diagonal. */
+  damping: number;
+}
+
 /** The contents of `kvpred.json`. */
 export interface BundleManifest {
   /** {@link BUNDLE_FORMAT}. */
@@ -199,6 +217,11 @@ export interface BundleManifest {
    * from; absent when the model's vocabulary fits no known tokenizer.
    */
   tokenizer?: { source: string; files: string[] };
+  /**
+   * The calibration of GPTQ-quantized 4-bit layers; absent: every 4-bit block
+   * is the best clipping of its weights' range alone.
+   */
+  calibration?: CalibrationRecord;
   /** Bundle-relative path → sha256 of every other file in the bundle. */
   files: Record<string, string>;
 }

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { readIdLines } from "./_ids.ts";
 import { convert } from "../graphs/bundle.ts";
 import {
   CHECKPOINT_HELP,
@@ -39,7 +40,7 @@ export const convertCommand: Command = {
   help: `Usage: kvpred convert (--checkpoint F | --base F --aux F --predictor F) --out DIR
                        [--dtype fp32,q8,q4] [--aux-dtype P --base-dtype P]
                        [--block-size 32] [--attention plain|fused] [--mapping …]
-                       [--force]
+                       [--calibration-ids F] [--force]
 
 Writes DIR/kvpred.json, DIR/config.json and, per precision variant, two
 graphs over one weight file: DIR/onnx/model{s}.onnx (KV prediction: an empty
@@ -69,6 +70,11 @@ ${DTYPE_HELP}
                       plain attention), faster on long prompts but not
                       bit-for-bit batch invariant (greedy tokens are; see
                       runtime/invariance.ts). Compare both with bench --against.
+  --calibration-ids F token-id windows, one a line (at most the context length
+                      each): the 4-bit layers (q4, q4f16) are quantized by GPTQ
+                      on each layer's Hessian of its float32 inputs over them
+                      instead of block by block alone; the windows are copied
+                      into the bundle (calibration-ids.txt) for validate
   --tokenizer F       a Hugging Face tokenizer.json to ship (default: the built-in
                       LLaMA-2 tokenizer when the vocabulary has its 32000 tokens)
   --force             replace an existing DIR (only once the new bundle is complete)`,
@@ -83,6 +89,7 @@ ${DTYPE_HELP}
       "block-size": { type: "string" },
       tokenizer: { type: "string" },
       attention: { type: "string" },
+      "calibration-ids": { type: "string" },
     });
     if (!values.out) throw new UsageError("convert: --out DIR is required");
     const variants = parseVariants(values);
@@ -90,6 +97,9 @@ ${DTYPE_HELP}
     const attention = parseChoice(values.attention, "--attention", ATTENTION_FORMS, "plain");
     const sources = checkpointSources("convert", values);
     const mapping = mappingOption(values.mapping);
+    const calibration = values["calibration-ids"] === undefined
+      ? undefined
+      : await readIdLines(values["calibration-ids"], "--calibration-ids", { what: "windows" });
     const controller = new AbortController();
     const onSignal = () => controller.abort(new InterruptedError("interrupted; no bundle written"));
     Deno.addSignalListener("SIGINT", onSignal);
@@ -103,6 +113,7 @@ ${DTYPE_HELP}
         variants,
         blockSize,
         attention,
+        calibration,
         tokenizer: values.tokenizer,
         onProgress: bar,
         signal: controller.signal,

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { bundleHessians, type LinearHessians } from "../runtime/hessians.ts";
 import type { CheckpointSources } from "../converters/checkpoint.ts";
 import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
 import { padPrompts } from "../runtime/batch.ts";
@@ -201,6 +202,7 @@ ${verifyHelp(22)}
       let mapping = mappingOption(values.mapping);
       let precision = values.dtype === undefined ? undefined : variantFromName(values.dtype);
       let blockSize = parseBlockSize(values["block-size"]);
+      let hessians: LinearHessians | undefined;
       if (values.bundle) {
         const manifest = await readManifest(values.bundle);
         const variant = findVariant(manifest, bundleVariants(manifest, values.dtype)[0]);
@@ -210,6 +212,8 @@ ${verifyHelp(22)}
         check(manifest.model);
         await verifyFromCli(values.bundle, manifest, verify);
         sources = manifestSources(manifest, values.bundle);
+        // A calibrated bundle's 4-bit codes come from GPTQ on the windows it holds.
+        hessians = await bundleHessians(values.bundle, manifest, sources);
       } else {
         if (values.dtype !== undefined && !precision) {
           throw new UsageError(
@@ -223,6 +227,7 @@ ${verifyHelp(22)}
         check,
         precision,
         blockSize,
+        hessians,
         arithmetic: arithmeticFor(device, nbits),
       });
       for (const t of model.unknownTensors) console.error(`kvpred: warning: unused tensor ${t}`);

@@ -18,7 +18,7 @@
 
 import { createHash } from "node:crypto";
 import { QUANT_OPS } from "../converters/model/precision.ts";
-import { quantizeRows } from "../converters/model/quant.ts";
+import { quantizeRows, usesHessian } from "../converters/model/quant.ts";
 import { writeAll } from "../converters/formats/safetensors_write.ts";
 import { packDynamicInt8, packMatMulNBits } from "./_pack.ts";
 import { storedTensors, type WeightLayout, type WeightSpec } from "./weights.ts";
@@ -77,6 +77,7 @@ export async function writeWeights(
   path: string,
   onWritten: (bytes: number) => void,
   signal?: AbortSignal,
+  hessians?: ReadonlyMap<string, Float64Array>,
 ): Promise<string> {
   using file = await Deno.open(path, { write: true, createNew: true });
   const out = new HashingWriter(file);
@@ -92,7 +93,9 @@ export async function writeWeights(
       const packed = packDynamicInt8(quantizeRows(data, rows, cols, spec.quant));
       pieces = [bytesOf(packed.weights), bytesOf(packed.scales)];
     } else if (spec.quant) {
-      const packed = packMatMulNBits(quantizeRows(data, rows, cols, spec.quant));
+      // With calibration Hessians (convert --calibration-ids), 4-bit weights by GPTQ.
+      const hessian = usesHessian(spec.quant) ? hessians?.get(spec.source) : undefined;
+      const packed = packMatMulNBits(quantizeRows(data, rows, cols, spec.quant, { hessian }));
       pieces = [bytesOf(packed.codes), floatBytes(packed.scales, spec.type)];
       if (!spec.quant.symmetric) pieces.push(packed.zeroPoints);
     } else {

@@ -44,7 +44,8 @@ import {
   isF16Variant,
   QUANT_OPS,
 } from "../converters/model/precision.ts";
-import { isBlockSize } from "../converters/model/quant.ts";
+import { GPTQ_DAMPING, isBlockSize, usesHessian } from "../converters/model/quant.ts";
+import { linearHessians } from "../runtime/hessians.ts";
 import { resolveTokenizer } from "../tokenizer/resolve.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
 import { writeWeights } from "./_data.ts";
@@ -55,6 +56,9 @@ import { layoutWeights, weightPlan } from "./weights.ts";
 
 /** kvpred's version, recorded in every manifest. */
 export const TOOLKIT_VERSION = "0.1.0";
+
+/** The bundle file holding a `--calibration-ids` conversion's windows. */
+export const CALIBRATION_FILE = "calibration-ids.txt";
 
 /** Prompt lengths whose prefill FLOPs the manifest records. */
 export const FLOPS_LENGTHS = [1, 2, 16, 64, 128, 256, 512, 1024, 2048];
@@ -78,6 +82,13 @@ export interface ConvertOptions {
   mapping?: number[];
   /** The graph form: "plain" (default, batch invariant) or "fused" (graphs/_fused.ts). */
   attention?: AttentionForm;
+  /**
+   * Calibration windows of token ids: every 4-bit linear layer is quantized
+   * by GPTQ on its Hessian over them (`runtime/hessians.ts`); the windows go
+   * into the bundle ({@link CALIBRATION_FILE}) so the reference runtime can
+   * recompute the same codes. Absent (default): each block's best clipping.
+   */
+  calibration?: number[][];
   /**
    * Token ids for config.json (default: the checkpoint's configuration, else
    * OpenELM's Llama tokenizer: 1 and 2).
@@ -174,6 +185,7 @@ function variantScheme(
   precision: VariantPrecision,
   blockSize: number,
   attention: AttentionForm,
+  calibrated: boolean,
 ): TensorGroupScheme[] {
   const f16 = isF16Variant(precision);
   const float = f16 ? "float16" : "float32";
@@ -196,7 +208,10 @@ function variantScheme(
             symmetric: q.symmetric,
             weights: perChannel
               ? "per output channel"
-              : `blocks of ${q.blockSize} along K, ${head32 ? "float32" : float} scales`,
+              : `blocks of ${q.blockSize} along K, ${head32 ? "float32" : float} scales` +
+                (calibrated && usesHessian(q)
+                  ? `; GPTQ on ${CALIBRATION_FILE} (damping ${GPTQ_DAMPING})`
+                  : ""),
             activations: `${activations}; ${
               QUANT_OPS[q.op].activations(q.blockSize, accuracyLevelOf(q))
             }`,
@@ -279,6 +294,31 @@ export async function convert(
       );
       return { precision, name, paths, layout };
     });
+    // GPTQ's Hessians, when some variant has 4-bit layers to quantize with them.
+    const calibrated = options.calibration !== undefined &&
+      precisions.some((p) =>
+        (["base", "auxiliary"] as const).some((part) => {
+          const q = groupQuant(p[part], "linear", 0, blockSize);
+          return q !== undefined && usesHessian(q);
+        })
+      );
+    let hessians: Map<string, Float64Array> | undefined;
+    if (calibrated) {
+      const windows = options.calibration!;
+      const context = contextLengthOf(description);
+      if (windows.length === 0 || windows.some((w) => w.length === 0 || w.length > context)) {
+        throw new RangeError(
+          `calibration: expected windows of 1 to ${context} tokens (the context length)`,
+        );
+      }
+      hessians = new Map(
+        await linearHessians(sources, windows, { mapping: description.mapping }),
+      );
+      await writeFile(
+        CALIBRATION_FILE,
+        new TextEncoder().encode(windows.map((w) => w.join(",")).join("\n") + "\n"),
+      );
+    }
     const names = plans.map((p) => p.name);
     const repeated = names.find((n, i) => names.indexOf(n) !== i);
     if (repeated) throw new RangeError(`variant ${repeated} requested twice`);
@@ -292,6 +332,7 @@ export async function convert(
         `${tmp}/${paths.data}`,
         (n) => options.onProgress?.(written += n, total),
         options.signal,
+        hessians,
       );
       for (const kind of ["kvp", "base"] as const) {
         options.signal?.throwIfAborted();
@@ -313,7 +354,7 @@ export async function convert(
         externalData: paths.data,
         cacheType: isF16Variant(precision) ? "float16" : "float32",
         weightBytes: layout.totalBytes,
-        scheme: variantScheme(precision, blockSize, attention),
+        scheme: variantScheme(precision, blockSize, attention, calibrated),
       });
     }
     const config = transformersConfig(description, options, variants);
@@ -348,6 +389,17 @@ export async function convert(
       prefillFlops: FLOPS_LENGTHS.map((n) => prefillFlops(description, n)),
       allowNonfinite: sources.allowNonfinite ?? false,
       attention,
+      ...(calibrated
+        ? {
+          calibration: {
+            file: CALIBRATION_FILE,
+            windows: options.calibration!.length,
+            tokens: options.calibration!.reduce((a, w) => a + w.length, 0),
+            method: "gptq" as const,
+            damping: GPTQ_DAMPING,
+          },
+        }
+        : {}),
       ...(tokenizer
         ? {
           tokenizer: {

@@ -31,6 +31,7 @@
  * @module
  */
 
+import { bundleHessians } from "../runtime/hessians.ts";
 import type { BundleManifest, VariantEntry } from "../bundle/contract.ts";
 import { manifestSources } from "../bundle/manifest.ts";
 import type { Progress } from "../bundle/verify.ts";
@@ -494,10 +495,13 @@ export async function validateBundle(
     await ortModel.release();
   }
   const sources = options.sources ?? await recordedSources(manifest, bundle, options.signal);
+  // A calibrated bundle's 4-bit codes come from GPTQ: the reference recomputes its Hessians.
+  const hessians = await bundleHessians(bundle, manifest, sources);
   const load = (precision: VariantPrecision, emulate = arithmetic) =>
     ReferenceModel.load(sources, {
       mapping: description.mapping,
       precision,
+      hessians,
       blockSize: variant.blockSize,
       arithmetic: emulate,
     });

@@ -56,15 +56,19 @@ function int8Weights(q: QuantizedMatrix): Int8Weights {
   return { codes, scales: q.scales, n: q.rows, k: q.cols };
 }
 
-/** The layer for float32 weights `w` (`[n, k]`), stored as `quant` says (absent: float32). */
+/**
+ * The layer for float32 weights `w` (`[n, k]`), stored as `quant` says
+ * (absent: float32); with a calibration `hessian`, 4-bit by GPTQ.
+ */
 export function linearWeights(
   w: Float32Array,
   n: number,
   k: number,
   quant?: GroupQuant,
+  hessian?: Float64Array,
 ): LinearWeights {
   if (!quant) return { op: "MatMul", w, n, k };
-  const q = quantizeRows(w, n, k, quant);
+  const q = quantizeRows(w, n, k, quant, { hessian });
   if (quant.op !== "MatMulNBits") return { op: quant.op, q: int8Weights(q), n, k };
   prepareNBits(q); // the kernels' layout, once at load
   return { op: "MatMulNBits", q, n, k };

@@ -52,6 +52,11 @@ export interface LoadOptions {
   check?: (description: KvpDescription) => void;
   /** Whose kernels to emulate (default ONNX Runtime's CPU kernels; see arithmetic.ts). */
   arithmetic?: Arithmetic;
+  /**
+   * Calibration Hessians by tensor name (`hessians.ts`): 4-bit layers are
+   * quantized by GPTQ, as in a bundle converted with `--calibration-ids`.
+   */
+  hessians?: ReadonlyMap<string, Float64Array>;
 }
 
 /** A KV-prediction model held in memory as float32. */
@@ -86,10 +91,12 @@ export class ReferenceModel implements KvpRuntime<StepResult> {
         await loadTransformer(index, "base", description.base, {
           precision: options.precision?.base,
           blockSize: options.blockSize,
+          hessians: options.hessians,
         }),
         await loadTransformer(index, "auxiliary", description.auxiliary, {
           precision: options.precision?.auxiliary,
           blockSize: options.blockSize,
+          hessians: options.hessians,
         }),
         await loadPredictor(index, description.base.numLayers),
         options.arithmetic ?? CPU_ARITHMETIC,

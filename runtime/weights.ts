@@ -34,6 +34,7 @@ import {
   type Precision,
   type TensorGroup,
 } from "../converters/model/precision.ts";
+import { usesHessian } from "../converters/model/quant.ts";
 import { type LinearWeights, linearWeights } from "./_linear.ts";
 import { toF16 } from "./_f16.ts";
 
@@ -97,6 +98,8 @@ export interface PrecisionOptions {
   precision?: Precision;
   /** Quantization block size (default 32). */
   blockSize?: number;
+  /** Calibration Hessians by tensor name: their 4-bit layers are quantized by GPTQ (`hessians.ts`). */
+  hessians?: ReadonlyMap<string, Float64Array>;
 }
 
 /** The predictor's linear maps, one per base layer. */
@@ -118,13 +121,15 @@ export async function loadTransformer(
   desc: TransformerDescription,
   options: PrecisionOptions = {},
 ): Promise<TransformerWeights> {
-  const { precision = "fp32", blockSize = DEFAULT_BLOCK_SIZE } = options;
+  const { precision = "fp32", blockSize = DEFAULT_BLOCK_SIZE, hessians } = options;
   const activations = ACTIVATIONS[precision];
   const f16 = activations === "float16";
   // A quantized group holds the graph's own codes, computed by the same quantizer.
-  const stored = (w: Float32Array, rows: number, group: TensorGroup) => {
+  const stored = (w: Float32Array, rows: number, group: TensorGroup, name?: string) => {
     const k = w.length / rows;
-    const l = linearWeights(w, rows, k, groupQuant(precision, group, k, blockSize));
+    const quant = groupQuant(precision, group, k, blockSize);
+    const hessian = quant && usesHessian(quant) && name ? hessians?.get(name) : undefined;
+    const l = linearWeights(w, rows, k, quant, hessian);
     // An f16 graph stores f16 weights and scales; a float32 LM head casts the f16 table.
     if (!f16) return l;
     if (group === "classifier" && F16_FLOAT32.head) {
@@ -136,10 +141,11 @@ export async function loadTransformer(
   for (let i = 0; i < desc.numLayers; i++) {
     const layer: Partial<Record<LayerTensor, Float32Array | LinearWeights>> = {};
     for (const key of Object.keys(LAYER_TENSORS) as LayerTensor[]) {
-      const w = await index.read(layerName(part, i, key));
+      const name = layerName(part, i, key);
+      const w = await index.read(name);
       const side = LINEAR[key as LinearTensor];
       const rows = side === "out" ? desc.modelDim : w.length / desc.modelDim;
-      layer[key] = side ? stored(w, rows, "linear") : w;
+      layer[key] = side ? stored(w, rows, "linear", name) : w;
     }
     layers.push(layer as LayerWeights);
   }
