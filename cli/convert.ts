@@ -114,6 +114,7 @@ ${DTYPE_HELP}
         blockSize,
         attention,
         calibration,
+        calibrationName: `--calibration-ids ${values["calibration-ids"]}`,
         tokenizer: values.tokenizer,
         onProgress: bar,
         signal: controller.signal,

@@ -31,6 +31,7 @@ import {
 } from "../bundle/contract.ts";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
+import { InputError } from "../runtime/errors.ts";
 import { variantName, type VariantPrecision } from "../converters/model/precision.ts";
 import { sha256File } from "../converters/formats/sha256.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
@@ -89,6 +90,8 @@ export interface ConvertOptions {
    * recompute the same codes. Absent (default): each block's best clipping.
    */
   calibration?: number[][];
+  /** What error messages call the calibration (default "calibration"; the CLI: its option and file). */
+  calibrationName?: string;
   /**
    * Token ids for config.json (default: the checkpoint's configuration, else
    * OpenELM's Llama tokenizer: 1 and 2).
@@ -305,11 +308,23 @@ export async function convert(
     let hessians: Map<string, Float64Array> | undefined;
     if (calibrated) {
       const windows = options.calibration!;
+      const name = options.calibrationName ?? "calibration";
       const context = contextLengthOf(description);
       if (windows.length === 0 || windows.some((w) => w.length === 0 || w.length > context)) {
-        throw new RangeError(
-          `calibration: expected windows of 1 to ${context} tokens (the context length)`,
+        throw new InputError(
+          `${name}: expected windows of 1 to ${context} tokens (the context length)`,
         );
+      }
+      const vocab = description.base.vocabSize;
+      for (const [i, w] of windows.entries()) {
+        const bad = w.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
+        if (bad !== undefined) {
+          throw new InputError(
+            `${name}: window ${i + 1} has token id ${bad}, outside the vocabulary (0..${
+              vocab - 1
+            })`,
+          );
+        }
       }
       hessians = new Map(
         await linearHessians(sources, windows, { mapping: description.mapping }),

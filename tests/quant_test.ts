@@ -347,3 +347,47 @@ Deno.test("bad precision options: one line, exit 2, nothing written", async () =
     assert.match(r.stderr, /--dtype 'q4': the bundle has no such variant \(it has fp32\)/);
   }
 });
+
+Deno.test("convert --calibration-ids: a bad file is one line naming it, exit 2, nothing written", async () => {
+  await using tmp = await tempDir();
+  const cases: [string, RegExp][] = [
+    ["1 2 999999\n", /--calibration-ids \S+: window 1 has token id 999999, outside the vocabulary/],
+    ["1 2 x\n", /--calibration-ids \S+: line 1 is not a list of token ids/],
+  ];
+  for (const [i, [text, want]] of cases.entries()) {
+    const file = `${tmp.path}/calib-${i}.txt`;
+    await Deno.writeTextFile(file, text);
+    const out = `${tmp.path}/b-${i}`;
+    const r = await kvpred(
+      "convert",
+      "--checkpoint",
+      FIXTURE,
+      "--out",
+      out,
+      "--dtype",
+      "q4",
+      "--calibration-ids",
+      file,
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, want);
+    assert.deepEqual(
+      [...Deno.readDirSync(tmp.path)].map((e) => e.name).sort(),
+      cases.slice(0, i + 1).map((_, k) => `calib-${k}.txt`),
+    );
+  }
+  const missing = await kvpred(
+    "convert",
+    "--checkpoint",
+    FIXTURE,
+    "--out",
+    `${tmp.path}/m`,
+    "--dtype",
+    "q4",
+    "--calibration-ids",
+    `${tmp.path}/none.txt`,
+  );
+  assert.equal(missing.code, 2, missing.stderr);
+  assert.match(missing.stderr, /--calibration-ids \S+none\.txt: no such file/);
+});
