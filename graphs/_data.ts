@@ -117,3 +117,34 @@ export async function writeWeights(
   }
   return out.digest();
 }
+
+/** Progress and cancellation of {@link writeModelFiles}. */
+export interface ModelFilesOptions {
+  /** Called as weights are written: bytes so far, bytes in all. */
+  onProgress?: (written: number, total: number) => void;
+  /** Stops the writing between tensors. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes a float32 model of one's own (not a bundle variant): its weights
+ * into `path_data` by {@link writeWeights}, then the graph `build` makes over
+ * them into `path`.
+ */
+export async function writeModelFiles(
+  read: (source: string, out: Float32Array) => Promise<Float32Array>,
+  layout: WeightLayout,
+  path: string,
+  build: () => Uint8Array,
+  options: ModelFilesOptions = {},
+): Promise<void> {
+  let written = 0;
+  await writeWeights(
+    read,
+    layout,
+    `${path}_data`,
+    (n) => options.onProgress?.(written += n, layout.totalBytes),
+    options.signal,
+  );
+  await Deno.writeFile(path, build());
+}

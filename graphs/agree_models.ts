@@ -30,7 +30,7 @@ import { basename } from "node:path";
 import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
 import { layerName, modelName } from "../converters/model/names.ts";
 import { DEFAULT_BLOCK_SIZE } from "../converters/model/precision.ts";
-import { writeWeights } from "./_data.ts";
+import { writeModelFiles } from "./_data.ts";
 import {
   applyRope,
   attentionBias,
@@ -159,13 +159,11 @@ export async function writeAgreeBaseModel(
   options: AgreeModelOptions = {},
 ): Promise<void> {
   const layout = agreeBaseLayout(desc, `${basename(path)}_data`);
-  let written = 0;
-  await writeWeights(
+  await writeModelFiles(
     read,
     layout,
-    `${path}_data`,
-    (n) => options.onProgress?.(written += n, layout.totalBytes),
-    options.signal,
+    path,
+    () => encodeModel(buildAgreeBaseGraph(desc, layout)),
+    options,
   );
-  await Deno.writeFile(path, encodeModel(buildAgreeBaseGraph(desc, layout)));
 }

@@ -25,7 +25,7 @@ import { basename } from "node:path";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
 import type { Part, TransformerDescription } from "../converters/model/model.ts";
 import { attentionBias, maskPositions } from "./_layers.ts";
-import { writeWeights } from "./_data.ts";
+import { writeModelFiles } from "./_data.ts";
 import { transformer, Weights } from "./_transformer.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "./builder.ts";
 import { headSpec, layoutWeights, transformerWeights, type WeightLayout } from "./weights.ts";
@@ -90,13 +90,11 @@ export async function writeRawCacheModel(
 ): Promise<void> {
   const data = `${basename(path)}_data`;
   const layout = rawCacheLayout(part, t, data);
-  let written = 0;
-  await writeWeights(
+  await writeModelFiles(
     read,
     layout,
-    `${path}_data`,
-    (n) => options.onProgress?.(written += n, layout.totalBytes),
-    options.signal,
+    path,
+    () => encodeModel(buildRawCacheGraph(part, t, layout)),
+    options,
   );
-  await Deno.writeFile(path, encodeModel(buildRawCacheGraph(part, t, layout)));
 }

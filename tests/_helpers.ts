@@ -11,6 +11,7 @@ import { type ByteSource, memorySource } from "../converters/formats/_source.ts"
 import { CheckpointError } from "../converters/errors.ts";
 import { SafetensorsFile } from "../converters/formats/safetensors.ts";
 import { type TensorEntry, writeSafetensors } from "../converters/formats/safetensors_write.ts";
+import type { PromptBatch } from "../runtime/batch.ts";
 
 // Bundle verification records (bundle/verify.ts) go to a temporary cache, never the user's.
 if (!Deno.env.get("KVPRED_CACHE_DIR")) {
@@ -165,4 +166,15 @@ export async function failsOneLine(args: string[], pattern: RegExp, code: 1 | 2)
   assert.match(lines[0], pattern);
   assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, "no stack trace");
   assert.equal(r.stdout, "");
+}
+
+/** A batch of prompts left-padded to `width` (at least the longest). */
+export function padded(prompts: number[][], width: number): PromptBatch {
+  const batch = prompts.length;
+  const ids = new Int32Array(batch * width), mask = new Uint8Array(batch * width);
+  prompts.forEach((p, b) => {
+    ids.set(p, b * width + width - p.length);
+    mask.fill(1, b * width + width - p.length, (b + 1) * width);
+  });
+  return { batch, width, ids, mask };
 }

@@ -19,7 +19,7 @@ import { OrtModel } from "../runtime/ort.ts";
 import { ReferenceModel } from "../runtime/reference.ts";
 import { batchInvariance } from "../runtime/invariance.ts";
 import type { KvpRuntime, Mode } from "../runtime/types.ts";
-import { tempDir } from "./_helpers.ts";
+import { padded, tempDir } from "./_helpers.ts";
 
 const TRAINED = new URL("./fixtures/trained-tiny/trained-tiny.safetensors", import.meta.url)
   .pathname;
@@ -31,17 +31,6 @@ const STEPS = 6;
 interface RowTrace {
   tokens: number[];
   logits: Float32Array[];
-}
-
-/** A batch of prompts left-padded to `width` (at least the longest). */
-function padded(prompts: number[][], width: number): PromptBatch {
-  const batch = prompts.length;
-  const ids = new Int32Array(batch * width), mask = new Uint8Array(batch * width);
-  prompts.forEach((p, b) => {
-    ids.set(p, b * width + width - p.length);
-    mask.fill(1, b * width + width - p.length, (b + 1) * width);
-  });
-  return { batch, width, ids, mask };
 }
 
 /** Greedy steps over a batch, split into its rows. */

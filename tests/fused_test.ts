@@ -24,7 +24,7 @@ import { argmaxRows } from "../runtime/greedy.ts";
 import { batchInvariance } from "../runtime/invariance.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import type { Mode } from "../runtime/types.ts";
-import { expected, failsOneLine, FIXTURE, kvpred, tempDir } from "./_helpers.ts";
+import { expected, failsOneLine, FIXTURE, kvpred, padded, tempDir } from "./_helpers.ts";
 
 const TRAINED = new URL("./fixtures/trained-tiny/trained-tiny.safetensors", import.meta.url)
   .pathname;
@@ -46,17 +46,6 @@ async function opCounts(
     a.name === "then_branch"
   );
   return { main: count(nodes), then: count(branch?.g?.node ?? []) };
-}
-
-/** A batch of prompts left-padded to `width`. */
-function padded(prompts: number[][], width: number): PromptBatch {
-  const batch = prompts.length;
-  const ids = new Int32Array(batch * width), mask = new Uint8Array(batch * width);
-  prompts.forEach((p, b) => {
-    ids.set(p, b * width + width - p.length);
-    mask.fill(1, b * width + width - p.length, (b + 1) * width);
-  });
-  return { batch, width, ids, mask };
 }
 
 /** Greedy tokens and logits of 4 steps, per row. */
