@@ -346,8 +346,7 @@ export async function convert(
         layout,
         `${tmp}/${paths.data}`,
         (n) => options.onProgress?.(written += n, total),
-        options.signal,
-        hessians,
+        { signal: options.signal, hessians },
       );
       for (const kind of ["kvp", "base"] as const) {
         options.signal?.throwIfAborted();

@@ -33,6 +33,7 @@ import {
   transformerLayer,
 } from "./_layers.ts";
 import { encodeModel, GraphBuilder } from "./builder.ts";
+import { transpose } from "./_data.ts";
 
 /** One layer's float32 weights: the norms, and the linear layers `[out, in]` row-major. */
 export interface HealLayerWeights {
@@ -77,9 +78,7 @@ export const HEAL_LAYER_IO = {
 /** `w` `[n, k]` row-major → `[k, n]`. */
 function transposed(w: Float32Array, n: number, k: number): Float32Array {
   if (w.length !== n * k) throw new RangeError(`a weight of ${w.length} values for ${n}×${k}`);
-  const t = new Float32Array(k * n);
-  for (let r = 0; r < n; r++) for (let c = 0; c < k; c++) t[c * n + r] = w[r * k + c];
-  return t;
+  return transpose(w, n, k);
 }
 
 /**
