@@ -125,7 +125,7 @@ export {
   usesHessian,
 } from "./converters/model/quant.ts";
 export { type HessianOptions, type LinearHessians, linearHessians } from "./runtime/hessians.ts";
-export { convert, type ConvertOptions } from "./graphs/bundle.ts";
+export { convert, type ConvertOptions, type HessianSource } from "./graphs/bundle.ts";
 export { buildDecoder, type DecoderKind, type DecoderOptions } from "./graphs/decoder.ts";
 export { ATTENTION_FORMS, type AttentionForm, type FusedOps } from "./graphs/_fused.ts";
 export type { WeightLayout, WeightSpec } from "./graphs/weights.ts";

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { linearHessians } from "../runtime/hessians.ts";
 import { readIdLines } from "./_ids.ts";
 import { convert } from "../graphs/bundle.ts";
 import {
@@ -115,6 +116,7 @@ ${DTYPE_HELP}
         attention,
         calibration,
         calibrationName: `--calibration-ids ${values["calibration-ids"]}`,
+        hessians: linearHessians,
         tokenizer: values.tokenizer,
         onProgress: bar,
         signal: controller.signal,

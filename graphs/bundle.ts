@@ -31,7 +31,6 @@ import {
 } from "../bundle/contract.ts";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
-import { InputError } from "../runtime/errors.ts";
 import { variantName, type VariantPrecision } from "../converters/model/precision.ts";
 import { sha256File } from "../converters/formats/sha256.ts";
 import { sha256Source } from "../converters/formats/hf.ts";
@@ -46,7 +45,6 @@ import {
   QUANT_OPS,
 } from "../converters/model/precision.ts";
 import { GPTQ_DAMPING, isBlockSize, usesHessian } from "../converters/model/quant.ts";
-import { linearHessians } from "../runtime/hessians.ts";
 import { resolveTokenizer } from "../tokenizer/resolve.ts";
 import { writeTokenizerFiles } from "../tokenizer/files.ts";
 import { writeWeights } from "./_data.ts";
@@ -57,6 +55,13 @@ import { layoutWeights, weightPlan } from "./weights.ts";
 
 /** kvpred's version, recorded in every manifest. */
 export const TOOLKIT_VERSION = "0.1.0";
+
+/** Checkpoint tensor name → `[in, in]` Hessian of the layer's inputs, from calibration windows. */
+export type HessianSource = (
+  sources: CheckpointSources,
+  windows: readonly number[][],
+  options: { mapping?: number[]; name?: string },
+) => Promise<ReadonlyMap<string, Float64Array>>;
 
 /** The bundle file holding a `--calibration-ids` conversion's windows. */
 export const CALIBRATION_FILE = "calibration-ids.txt";
@@ -92,6 +97,13 @@ export interface ConvertOptions {
   calibration?: number[][];
   /** What error messages call the calibration (default "calibration"; the CLI: its option and file). */
   calibrationName?: string;
+  /**
+   * What computes each linear layer's Hessian over the calibration windows
+   * (required with {@link ConvertOptions.calibration}; runtime/hessians.ts's
+   * `linearHessians`, passed in because the graph builder does not import the
+   * reference runtime).
+   */
+  hessians?: HessianSource;
   /**
    * Token ids for config.json (default: the checkpoint's configuration, else
    * OpenELM's Llama tokenizer: 1 and 2).
@@ -308,26 +320,16 @@ export async function convert(
     let hessians: Map<string, Float64Array> | undefined;
     if (calibrated) {
       const windows = options.calibration!;
-      const name = options.calibrationName ?? "calibration";
-      const context = contextLengthOf(description);
-      if (windows.length === 0 || windows.some((w) => w.length === 0 || w.length > context)) {
-        throw new InputError(
-          `${name}: expected windows of 1 to ${context} tokens (the context length)`,
+      if (!options.hessians) {
+        throw new TypeError(
+          "convert: calibration windows need options.hessians (runtime/hessians.ts linearHessians)",
         );
       }
-      const vocab = description.base.vocabSize;
-      for (const [i, w] of windows.entries()) {
-        const bad = w.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
-        if (bad !== undefined) {
-          throw new InputError(
-            `${name}: window ${i + 1} has token id ${bad}, outside the vocabulary (0..${
-              vocab - 1
-            })`,
-          );
-        }
-      }
       hessians = new Map(
-        await linearHessians(sources, windows, { mapping: description.mapping }),
+        await options.hessians(sources, windows, {
+          mapping: description.mapping,
+          name: options.calibrationName,
+        }),
       );
       await writeFile(
         CALIBRATION_FILE,

@@ -23,7 +23,9 @@
 
 import type { BundleManifest } from "../bundle/contract.ts";
 import type { CheckpointSources } from "../converters/checkpoint.ts";
+import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
 import { layerName } from "../converters/model/names.ts";
+import { InputError } from "./errors.ts";
 import { ReferenceModel } from "./reference.ts";
 import type { LinearSite } from "./transformer.ts";
 import type { LinearTensor } from "./weights.ts";
@@ -37,6 +39,8 @@ export interface HessianOptions {
   mapping?: number[];
   /** Called after each window: windows done, of `total`. */
   onProgress?: (done: number, total: number) => void;
+  /** What error messages call the windows (default "calibration"). */
+  name?: string;
 }
 
 const LINEAR = new Set(["qkv", "outProj", "proj1", "proj2"]);
@@ -55,6 +59,31 @@ function _accumulate(h: Float64Array, x: Float32Array, K: number): void {
   }
 }
 
+/**
+ * Throws InputError unless every window has 1 to the context length tokens,
+ * each inside the vocabulary.
+ */
+function _checkWindows(
+  windows: readonly number[][],
+  desc: KvpDescription,
+  name: string,
+): void {
+  const context = contextLengthOf(desc), vocab = desc.base.vocabSize;
+  if (windows.length === 0 || windows.some((w) => w.length === 0 || w.length > context)) {
+    throw new InputError(
+      `${name}: expected windows of 1 to ${context} tokens (the context length)`,
+    );
+  }
+  for (const [i, w] of windows.entries()) {
+    const bad = w.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
+    if (bad !== undefined) {
+      throw new InputError(
+        `${name}: window ${i + 1} has token id ${bad}, outside the vocabulary (0..${vocab - 1})`,
+      );
+    }
+  }
+}
+
 /** Every linear layer's calibration Hessian (see the module doc), one window at a time. */
 export async function linearHessians(
   sources: CheckpointSources,
@@ -62,6 +91,7 @@ export async function linearHessians(
   options: HessianOptions = {},
 ): Promise<LinearHessians> {
   const model = await ReferenceModel.load(sources, { mapping: options.mapping });
+  _checkWindows(windows, model.description, options.name ?? "calibration");
   const out = new Map<string, Float64Array>();
   let part: LinearSite["part"] = "base";
   model.linearInput = (site, x) => {
