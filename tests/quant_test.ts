@@ -64,6 +64,26 @@ Deno.test("quantizeRows: codes within range, padding at the zero point, error bo
   }
 });
 
+/**
+ * The test's own 4-bit asymmetric quantizer: `block` at each of the 9 clippings
+ * 100%, 97.5%, …, 80% of [min(w, 0), max(w, 0)] (scale and zero point rounded,
+ * round half away from zero), each with its dequantized values and squared error.
+ */
+function clippings(block: Float32Array, levels: number): { back: number[]; error: number }[] {
+  const roundAway = (v: number) => Math.sign(v) * Math.round(Math.abs(v));
+  const lo = Math.min(0, ...block), hi = Math.max(0, ...block);
+  return Array.from({ length: 9 }, (_, i) => {
+    const f = 1 - 0.025 * i;
+    const scale = Math.fround(((hi - lo) * f) / levels);
+    const zp = Math.min(levels, Math.max(0, roundAway((-lo * f) / scale)));
+    const back = Array.from(
+      block,
+      (v) => Math.fround((Math.min(levels, Math.max(0, roundAway(v / scale) + zp)) - zp) * scale),
+    );
+    return { back, error: back.reduce((a, v, c) => a + (v - block[c]) ** 2, 0) };
+  });
+}
+
 Deno.test("quantizeRows 4-bit asymmetric: each block's error at most the best clipping of min–max (computed here)", () => {
   // Gaussian rows, and rows with a few large outliers (where clipping and refinement matter most).
   const random = new Random(11);
@@ -72,26 +92,13 @@ Deno.test("quantizeRows 4-bit asymmetric: each block's error at most the best cl
   for (let i = 0; i < w.length; i += 37) w[i] *= 6;
   const q = quantizeRows(w, rows, cols, { bits: 4, blockSize: bs, symmetric: false });
   const back = dequantize(q);
-  const roundAway = (x: number) => Math.sign(x) * Math.round(Math.abs(x));
   let total = 0, totalMinMax = 0, totalClip = 0;
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < cols / bs; b++) {
       const block = w.subarray(r * cols + b * bs, r * cols + (b + 1) * bs);
-      const lo = Math.min(0, ...block), hi = Math.max(0, ...block);
-      // The 9 clippings 100%, 97.5%, …, 80% of [min(w, 0), max(w, 0)], scale and zero point rounded.
-      let best = Infinity;
-      for (let i = 0; i <= 8; i++) {
-        const f = 1 - 0.025 * i;
-        const scale = Math.fround(((hi - lo) * f) / levels);
-        const zp = Math.min(levels, Math.max(0, roundAway((-lo * f) / scale)));
-        let e = 0;
-        for (const x of block) {
-          const c = Math.min(levels, Math.max(0, roundAway(x / scale) + zp));
-          e += (x - Math.fround((c - zp) * scale)) ** 2;
-        }
-        if (i === 0) totalMinMax += e;
-        best = Math.min(best, e);
-      }
+      const errors = clippings(block, levels).map((c) => c.error);
+      totalMinMax += errors[0];
+      const best = Math.min(...errors);
       let e = 0;
       for (let c = 0; c < bs; c++) {
         e += (back[r * cols + b * bs + c] - block[c]) ** 2;
@@ -137,7 +144,6 @@ Deno.test("quantizeRows with a Hessian (GPTQ): output error on the calibration b
     for (let i = 16; i < bs; i++) assert.equal(q.codes[start + i], q.zeroPoints[r * q.blocks + 2]);
   }
   // The test's own round-to-nearest at each block's best clipping of min–max.
-  const roundAway = (v: number) => Math.sign(v) * Math.round(Math.abs(v));
   const rtn = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b * bs < cols; b++) {
@@ -145,23 +151,8 @@ Deno.test("quantizeRows with a Hessian (GPTQ): output error on the calibration b
         r * cols + b * bs,
         Math.min(r * cols + cols, r * cols + (b + 1) * bs),
       );
-      const lo = Math.min(0, ...block), hi = Math.max(0, ...block);
-      let best = Infinity;
-      for (let i = 0; i <= 8; i++) {
-        const f = 1 - 0.025 * i;
-        const scale = Math.fround(((hi - lo) * f) / levels);
-        const zp = Math.min(levels, Math.max(0, roundAway((-lo * f) / scale)));
-        const back = Array.from(
-          block,
-          (v) =>
-            Math.fround((Math.min(levels, Math.max(0, roundAway(v / scale) + zp)) - zp) * scale),
-        );
-        const e = back.reduce((a, v, c) => a + (v - block[c]) ** 2, 0);
-        if (e < best) {
-          best = e;
-          rtn.set(back, r * cols + b * bs);
-        }
-      }
+      const best = clippings(block, levels).reduce((a, c) => c.error < a.error ? c : a);
+      rtn.set(best.back, r * cols + b * bs);
     }
   }
   const outputError = (wq: Float32Array) => {
