@@ -149,7 +149,7 @@ export async function writeWeights(
 export interface ModelFilesOptions {
   /** Called as weights are written: bytes so far, bytes in all. */
   onProgress?: (written: number, total: number) => void;
-  /** Stops the writing between tensors. */
+  /** Stops the writing between tensors (the caller removes what was written). */
   signal?: AbortSignal;
 }
 

@@ -30,7 +30,7 @@ import { basename } from "node:path";
 import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
 import { layerName, modelName } from "../converters/model/names.ts";
 import { DEFAULT_BLOCK_SIZE } from "../converters/model/precision.ts";
-import { writeModelFiles } from "./_data.ts";
+import { type ModelFilesOptions, writeModelFiles } from "./_data.ts";
 import {
   applyRope,
   attentionBias,
@@ -141,12 +141,7 @@ export function buildAgreeBaseGraph(desc: KvpDescription, layout: WeightLayout):
 }
 
 /** Options for {@link writeAgreeBaseModel}. */
-export interface AgreeModelOptions {
-  /** Progress: bytes of weights written so far, of `total`. */
-  onProgress?: (written: number, total: number) => void;
-  /** Stops the writing (the caller removes what was written). */
-  signal?: AbortSignal;
-}
+export type AgreeModelOptions = ModelFilesOptions;
 
 /**
  * Writes the agree base graph to `path` and its float32 weights to

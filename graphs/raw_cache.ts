@@ -25,18 +25,13 @@ import { basename } from "node:path";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
 import type { Part, TransformerDescription } from "../converters/model/model.ts";
 import { attentionBias, maskPositions } from "./_layers.ts";
-import { writeModelFiles } from "./_data.ts";
+import { type ModelFilesOptions, writeModelFiles } from "./_data.ts";
 import { transformer, Weights } from "./_transformer.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "./builder.ts";
 import { headSpec, layoutWeights, transformerWeights, type WeightLayout } from "./weights.ts";
 
 /** Options for {@link writeRawCacheModel}. */
-export interface RawCacheModelOptions {
-  /** Progress: bytes of weights written so far, of `total`. */
-  onProgress?: (written: number, total: number) => void;
-  /** Stops the writing (the caller removes what was written). */
-  signal?: AbortSignal;
-}
+export type RawCacheModelOptions = ModelFilesOptions;
 
 /** The float32 weight layout of `part`'s raw-cache model: the transformer without its LM head. */
 export function rawCacheLayout(
