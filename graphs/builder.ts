@@ -98,6 +98,52 @@ function renameIn(nodes: onnxProto.onnx.INodeProto[], from: string, to: string):
   }
 }
 
+/** The values a node reads: its inputs and what its subgraphs read from outside them. */
+function _nodeReads(n: onnxProto.onnx.INodeProto): string[] {
+  const reads = (n.input ?? []).filter((v) => v !== "");
+  for (const a of n.attribute ?? []) if (a.g) reads.push(..._outerReads(a.g));
+  return reads;
+}
+
+/** The values a (sub)graph reads from the scope around it. */
+function _outerReads(graph: onnxProto.onnx.IGraphProto): Set<string> {
+  const own = new Set((graph.input ?? []).map((v) => v.name ?? ""));
+  for (const n of graph.node ?? []) for (const o of n.output ?? []) own.add(o);
+  const reads = new Set<string>();
+  for (const n of graph.node ?? []) for (const v of _nodeReads(n)) if (!own.has(v)) reads.add(v);
+  return reads;
+}
+
+/**
+ * The nodes some output depends on, in their order. ONNX Runtime runs every
+ * node it is given, read or not (measured: a MatMul nobody reads still runs),
+ * so what no output needs (the auxiliary's last layer past the K/V the
+ * predictor reads, say) is left out here rather than computed and dropped.
+ * `nodes` are in the builder's order, which is topological.
+ */
+function _liveNodes(
+  nodes: onnxProto.onnx.INodeProto[],
+  outputs: readonly string[],
+): onnxProto.onnx.INodeProto[] {
+  const needed = new Set(outputs);
+  const keep = nodes.map(() => false);
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    if (!(nodes[i].output ?? []).some((o) => needed.has(o))) continue;
+    keep[i] = true;
+    for (const v of _nodeReads(nodes[i])) needed.add(v);
+  }
+  return nodes.filter((_, i) => keep[i]);
+}
+
+/** Every value the nodes read, inside their subgraphs too. */
+function _allReads(nodes: onnxProto.onnx.INodeProto[], into = new Set<string>()): Set<string> {
+  for (const n of nodes) {
+    for (const v of n.input ?? []) into.add(v);
+    for (const a of n.attribute ?? []) if (a.g) _allReads(a.g.node ?? [], into);
+  }
+  return into;
+}
+
 /** State shared by a graph and its subgraphs: unique names and deduplicated constants. */
 class Shared {
   counter = 0;
@@ -259,14 +305,20 @@ export class GraphBuilder {
     return sub;
   }
 
-  /** The GraphProto (subgraphs carry no initializers: they read the outer scope). */
+  /**
+   * The GraphProto: only the nodes its outputs depend on, and (in the outer
+   * graph) only the initializers those read. Subgraphs carry no
+   * initializers: they read the outer scope.
+   */
   graph(withInitializers = true): onnxProto.onnx.IGraphProto {
+    const node = _liveNodes(this.nodes, this.outputs.map((o) => o.name ?? ""));
+    const read = withInitializers ? _allReads(node) : undefined;
     return {
       name: this.name,
-      node: this.nodes,
+      node,
       input: this.inputs,
       output: this.outputs,
-      initializer: withInitializers ? this.shared.initializers : [],
+      initializer: read ? this.shared.initializers.filter((t) => read.has(t.name ?? "")) : [],
     };
   }
 

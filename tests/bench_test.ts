@@ -32,19 +32,38 @@ function assertTiming(t: { median: number; min: number; max: number; runs: numbe
  * weighted sum, 2·V·d per row of logits (the tied embedding), predictor
  * matrices over the auxiliary tokens (biases not counted).
  */
-async function fixtureFlops(length: number): Promise<{ base: number; kvp: number }> {
+async function fixtureFlops(
+  length: number,
+  mapping: readonly number[],
+): Promise<{ base: number; kvp: number }> {
   const file = await SafetensorsFile.open(FIXTURE);
   const shape = (name: string) => file.info(name).shape;
   const names = [...file.tensors.keys()];
   file.close();
-  const transformer = (prefix: string, tokens: number, past: number, logitRows: number) => {
+  // `readUpTo`: the last layer whose K/V are read (the auxiliary's: the last one the
+  // mapping names, which runs its qkv_proj alone); later layers and the head do not run.
+  const transformer = (
+    prefix: string,
+    tokens: number,
+    past: number,
+    logitRows: number,
+    readUpTo = Infinity,
+  ) => {
     let flops = 0;
-    for (let i = 0; names.includes(`${prefix}.layers.${i}.attn_norm.weight`); i++) {
+    for (
+      let i = 0;
+      names.includes(`${prefix}.layers.${i}.attn_norm.weight`) && i <= readUpTo;
+      i++
+    ) {
       const at = `${prefix}.layers.${i}`;
-      for (const w of ["attn.qkv_proj", "attn.out_proj", "ffn.proj_1", "ffn.proj_2"]) {
+      const weights = i < readUpTo
+        ? ["attn.qkv_proj", "attn.out_proj", "ffn.proj_1", "ffn.proj_2"]
+        : ["attn.qkv_proj"];
+      for (const w of weights) {
         const [out, inp] = shape(`${at}.${w}.weight`);
         flops += 2 * tokens * out * inp;
       }
+      if (i === readUpTo) continue;
       const [headDim] = shape(`${at}.attn.q_norm.weight`);
       const queryHeads = shape(`${at}.attn.out_proj.weight`)[1] / headDim;
       flops += 2 * 2 * queryHeads * tokens * (past + tokens) * headDim;
@@ -56,7 +75,7 @@ async function fixtureFlops(length: number): Promise<{ base: number; kvp: number
     .reduce((s, n) => s + 2 * (length - 1) * shape(n)[0] * shape(n)[1], 0);
   return {
     base: transformer("base", length, 0, 1),
-    kvp: transformer("auxiliary", length - 1, 0, 0) + predictor +
+    kvp: transformer("auxiliary", length - 1, 0, 0, Math.max(...mapping)) + predictor +
       transformer("base", 1, length - 1, 1),
   };
 }
@@ -109,7 +128,7 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   assert.deepEqual(seen.sort(), ["fp32@12", "fp32@4", "q8@12", "q8@4"]);
   for (const l of report.lengths) {
     const what = `${l.dtype} length ${l.promptLength}`;
-    const count = await fixtureFlops(l.promptLength);
+    const count = await fixtureFlops(l.promptLength, manifest.model.mapping);
     assert.ok(count.base > count.kvp, "the count itself favours KV prediction");
     assert.ok(
       Math.abs(l.flopsRatio / (count.base / count.kvp) - 1) < 1e-12,
@@ -185,7 +204,7 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   assert.equal(ref.threads, 1);
   assert.deepEqual(ref.lengths.map((l: { dtype: string }) => l.dtype), ["fp32"]);
   assertTiming(ref.lengths[0].ttft.kvp, "reference ttft kvp");
-  const count6 = await fixtureFlops(6);
+  const count6 = await fixtureFlops(6, manifest.model.mapping);
   assert.ok(Math.abs(ref.lengths[0].flopsRatio / (count6.base / count6.kvp) - 1) < 1e-12);
   const few = await kvpred("bench", "--bundle", bundle, "--reps", "3");
   assert.equal(few.code, 2);

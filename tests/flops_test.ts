@@ -52,8 +52,20 @@ Deno.test("prefill FLOPs on the fixture equal a count made from the tensors' sha
   const n = 9;
   const head = 2 * 128 * 256;
   const base = 2 * n * matmulWeights("base") + 4 * n * n * qWidth("base") + head;
-  const aux = 2 * (n - 1) * matmulWeights("auxiliary") +
-    4 * (n - 1) * (n - 1) * qWidth("auxiliary");
+  // The auxiliary up to the K/V the predictor reads: layers below the last one the
+  // mapping names in full, that one's qkv_proj alone.
+  const last = Math.max(...description.mapping);
+  const below = (re: RegExp) =>
+    [...index.tensors.entries()].filter(([name]) => {
+      const layer = /^auxiliary\.layers\.(\d+)\./.exec(name);
+      return layer && Number(layer[1]) < last && re.test(name);
+    });
+  const auxWeights = below(/(qkv_proj|out_proj|proj_1|proj_2)\.weight$/)
+    .reduce((s, [, r]) => s + r.info.size, 0) +
+    index.tensors.get(`auxiliary.layers.${last}.attn.qkv_proj.weight`)!.info.size;
+  const auxQWidth = below(/out_proj\.weight$/).reduce((s, [, r]) => s + r.info.shape[1], 0);
+  assert.ok(auxWeights < matmulWeights("auxiliary"), "the fixture's auxiliary has work to skip");
+  const aux = 2 * (n - 1) * auxWeights + 4 * (n - 1) * (n - 1) * auxQWidth;
   const predictor = 2 * (n - 1) * sizes("predicter.", /transforms\.\d+\.weight$/);
   const baseLast = 2 * matmulWeights("base") + 4 * n * qWidth("base") + head;
   index.close();

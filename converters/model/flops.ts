@@ -2,7 +2,8 @@
  * Prefill FLOPs (SPEC §7; a multiply-add counts 2): every matmul of the
  * models involved — projections, FFN, attention scores and weighted sums
  * (dense, as computed), the predictor, and the LM head for the positions
- * whose logits are produced (the last one).
+ * whose logits are produced (the last one). Of the auxiliary, what the
+ * predictor reads: up to the K/V projection of the last layer it maps.
  *
  * @example
  * ```ts
@@ -18,6 +19,17 @@
 
 import type { KvpDescription, TransformerDescription } from "./model.ts";
 
+/** FLOPs of layer `i` over `seq` new tokens after `total − seq`: its K/V projection part and the rest. */
+function _layerFlops(t: TransformerDescription, i: number, seq: number, total: number) {
+  const d = t.modelDim, hd = t.headDim;
+  const q = t.numQueryHeads[i], k = t.numKvHeads[i], f = t.ffnDims[i];
+  const qkv = 2 * seq * d * (q + 2 * k) * hd;
+  const rest = 2 * 2 * q * seq * total * hd + // scores and weighted sum
+    2 * seq * q * hd * d + // output projection
+    2 * seq * d * 2 * f + 2 * seq * f * d; // FFN
+  return { qkv, rest };
+}
+
 /** FLOPs of a transformer over `seq` new tokens after `past` cached ones, `heads` logit rows. */
 export function transformerFlops(
   t: TransformerDescription,
@@ -26,16 +38,28 @@ export function transformerFlops(
   logitRows: number,
   batch = 1,
 ): number {
-  const d = t.modelDim, hd = t.headDim, total = past + seq;
   let flops = 0;
   for (let i = 0; i < t.numLayers; i++) {
-    const q = t.numQueryHeads[i], k = t.numKvHeads[i], f = t.ffnDims[i];
-    flops += 2 * seq * d * (q + 2 * k) * hd; // qkv projection
-    flops += 2 * 2 * q * seq * total * hd; // scores and weighted sum
-    flops += 2 * seq * q * hd * d; // output projection
-    flops += 2 * seq * d * 2 * f + 2 * seq * f * d; // FFN
+    const l = _layerFlops(t, i, seq, past + seq);
+    flops += l.qkv + l.rest;
   }
-  flops += 2 * logitRows * d * t.vocabSize;
+  flops += 2 * logitRows * t.modelDim * t.vocabSize;
+  return batch * flops;
+}
+
+/**
+ * FLOPs of the auxiliary's prompt pass over `tokens` positions, as the graph
+ * computes it: only what the predictor reads — every layer below the last
+ * one the mapping names, and of that one its QKV projection (the predictor
+ * reads raw K/V); no later layer, no norm or head.
+ */
+export function auxiliaryFlops(desc: KvpDescription, tokens: number, batch = 1): number {
+  const last = Math.max(...desc.mapping);
+  let flops = 0;
+  for (let i = 0; i <= last; i++) {
+    const l = _layerFlops(desc.auxiliary, i, tokens, tokens);
+    flops += l.qkv + (i < last ? l.rest : 0);
+  }
   return batch * flops;
 }
 
@@ -69,7 +93,7 @@ export interface PrefillFlops {
 export function prefillFlops(desc: KvpDescription, length: number, batch = 1): PrefillFlops {
   const base = transformerFlops(desc.base, length, 0, 1, batch);
   const parts = {
-    auxiliary: transformerFlops(desc.auxiliary, length - 1, 0, 0, batch),
+    auxiliary: auxiliaryFlops(desc, length - 1, batch),
     predictor: predictorFlops(desc, length - 1, batch),
     base: transformerFlops(desc.base, 1, length - 1, 1, batch),
   };
