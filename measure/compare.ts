@@ -143,20 +143,22 @@ export async function compareBundles(
         for (const m of models) await m.prepare(mode);
         for (const [l, promptLength] of promptLengths.entries()) {
           const ttft: number[][] = [[], []], decode: number[][] = [[], []];
-          const decoders: (() => Promise<number>)[] = [];
+          const decoders: Awaited<ReturnType<typeof firstToken>>[] = [];
           for (let rep = -1; rep < reps; rep++) {
             // The order alternates every repetition, so drift falls on both alike.
             for (const i of rep % 2 ? [1, 0] : [0, 1]) {
-              const { ms, decoder } = await firstToken(models[i], prompts[l], mode);
-              decoders[i] = decoder;
-              if (rep >= 0) ttft[i].push(ms);
+              decoders[i]?.release();
+              const run = await firstToken(models[i], prompts[l], mode);
+              decoders[i] = run;
+              if (rep >= 0) ttft[i].push(run.ms);
             }
           }
           // Decode only where the context has room for every step after the prompt.
           const room = contextLengthOf(desc) - promptLength >= decodeSteps;
           for (let s = 0; room && s < decodeSteps; s++) {
-            for (const i of s % 2 ? [1, 0] : [0, 1]) decode[i].push(await decoders[i]());
+            for (const i of s % 2 ? [1, 0] : [0, 1]) decode[i].push(await decoders[i].decoder());
           }
+          for (const d of decoders) d.release();
           const t = [timing(ttft[0]), timing(ttft[1])] as [Timing, Timing];
           const d = room ? [timing(decode[0]), timing(decode[1])] as [Timing, Timing] : undefined;
           const row: CompareRow = {

@@ -161,26 +161,33 @@ export function timing(samples: number[]): Timing {
   return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: samples.length };
 }
 
-/** Time from ids in to first token ids out (ms), and the state to decode from (a generator of timed greedy steps). */
+/**
+ * Time from ids in to first token ids out (ms), and the state to decode from:
+ * a generator of timed greedy steps, and `release` to free the last state.
+ */
 export async function firstToken(
   model: KvpRuntime,
   prompts: number[][],
   mode: Mode,
-): Promise<{ ms: number; decoder: () => Promise<number> }> {
+): Promise<{ ms: number; decoder: () => Promise<number>; release: () => void }> {
   const vocab = model.description.base.vocabSize;
   const input = model.batch(prompts);
   const t0 = performance.now();
   let step = await model.prefill(input, mode);
   let next = argmaxRows(step.logits, input.batch, vocab);
   const ms = performance.now() - t0;
-  // Each call generates the next greedy token and returns its time (ms).
+  // Each call generates the next greedy token and returns its time (ms). The
+  // loop owns its states: the one decoded from is freed at once, as a
+  // serving loop would, so no step pays for the garbage of the ones before.
   const decoder = async () => {
     const t1 = performance.now();
+    const before = step;
     step = await model.decode(step, next, 1, mode);
     next = argmaxRows(step.logits, input.batch, vocab);
+    model.dispose?.(before);
     return performance.now() - t1;
   };
-  return { ms, decoder };
+  return { ms, decoder, release: () => model.dispose?.(step) };
 }
 
 /** A timed `[m,k]·[k,n]`: `run` returns the ms of one call. */
@@ -396,13 +403,14 @@ export async function benchBundle(
       for (const [l, length] of promptLengths.entries()) {
         const samples: Record<Mode, number[]> = { kvp: [], base: [] };
         const decodes: Record<Mode, number[]> = { kvp: [], base: [] };
-        const decoders = new Map<Mode, () => Promise<number>>();
+        const decoders = new Map<Mode, Awaited<ReturnType<typeof firstToken>>>();
         for (let rep = -1; rep < reps; rep++) {
           // Alternate the order every repetition so drift hits both alike.
           for (const mode of rep % 2 ? [...modes].reverse() : modes) {
-            const { ms, decoder } = await firstToken(model, prompts[l], mode);
-            decoders.set(mode, decoder);
-            if (rep >= 0) samples[mode].push(ms);
+            decoders.get(mode)?.release();
+            const run = await firstToken(model, prompts[l], mode);
+            decoders.set(mode, run);
+            if (rep >= 0) samples[mode].push(run.ms);
           }
           if (rep >= 0) {
             for (let p = 0; p < probes.length; p++) peakSamples[p].push(await probes[p].run());
@@ -413,9 +421,10 @@ export async function benchBundle(
         // graphs alternating step by step, and the median step is reported.
         for (let i = 0; i < decodeSteps; i++) {
           for (const mode of i % 2 ? [...modes].reverse() : modes) {
-            decodes[mode].push(await decoders.get(mode)!());
+            decodes[mode].push(await decoders.get(mode)!.decoder());
           }
         }
+        for (const d of decoders.values()) d.release();
         const flops = prefillFlops(desc, length, batch);
         const ttft = { base: timing(samples.base), kvp: timing(samples.kvp) };
         const decodeStep = { base: timing(decodes.base), kvp: timing(decodes.kvp) };

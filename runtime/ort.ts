@@ -258,6 +258,20 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     return generateWith(this, prompts, options);
   }
 
+  /**
+   * Frees a state's cache and logits now: their buffers are detached, so the
+   * memory is back with the allocator before the next step asks for as much
+   * (left to the garbage collector, every decode step writes its whole cache
+   * into fresh pages, and on a virtual machine each first touch of a page is
+   * slow: the README has the figures). Nothing is freed while an
+   * `onOutputs` hook is set: it may hold the outputs.
+   */
+  dispose(state: OrtStep): void {
+    if (this.options.onOutputs) return;
+    for (const t of state.past) _detach(t.data);
+    _detach(state.logits);
+  }
+
   /** The cache of a state as float32 arrays, per layer (float16 caches converted exactly). */
   cache(state: OrtStep): LayerCache[] {
     const out: LayerCache[] = [];
@@ -363,4 +377,13 @@ function gatherRows(
     return engine.tensor(type, data, [batch, heads, total, headDim]);
   });
   return { batch, mask, past, logits };
+}
+
+/** Detaches the buffer behind `data` where `data` is the whole of it (an output's own buffer). */
+function _detach(data: unknown): void {
+  if (!ArrayBuffer.isView(data)) return;
+  const buffer = data.buffer;
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength === 0) return;
+  if (data.byteOffset !== 0 || data.byteLength !== buffer.byteLength) return;
+  buffer.transfer(0);
 }

@@ -78,6 +78,13 @@ export interface KvpRuntime<S extends Step = Step> {
   decode(state: S, tokens: Int32Array, seq?: number, mode?: Mode): S | Promise<S>;
   /** The base model's cache held by a state, per layer, as float32. */
   cache(state: S): LayerCache[];
+  /**
+   * Frees a state's buffers now rather than whenever the garbage collector
+   * gets to them (where the runtime can): a decode loop that owns its states
+   * calls it on each state it has decoded from. Neither the state nor arrays
+   * read from it (cache()) may be used afterwards.
+   */
+  dispose?(state: S): void;
   /** Greedy generation for a batch of prompts (left-padded together). */
   generate(prompts: readonly number[][], options?: GenerateOptions): Promise<GenerateResult>;
   /** Frees what the runtime holds (sessions, buffers). */

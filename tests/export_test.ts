@@ -56,6 +56,34 @@ for (const mode of ["kvp", "base"] as const) {
   });
 }
 
+Deno.test("ort dispose: a decoded-from state's buffers are freed, the chain decodes on unchanged", async () => {
+  const want = await exp.ints("kvp.generated");
+  const logits = await exp.floats("kvp.decode_logits");
+  let state = await model.prefill(model.batch(exp.prompts), "kvp");
+  for (let s = 0; s < 3; s++) {
+    const before = state;
+    state = await model.decode(state, new Int32Array([want[s], want[6 + s]]));
+    model.dispose(before);
+    assert.ok(before.past.every((t) => (t.data as Float32Array).byteLength === 0), "cache freed");
+    assert.equal(before.logits.byteLength, 0, "logits freed");
+    assert.ok(state.past.every((t) => (t.data as Float32Array).byteLength > 0), "next state kept");
+    for (let b = 0; b < 2; b++) {
+      const row = logits.subarray((b * 6 + s) * V, (b * 6 + s + 1) * V);
+      const d = maxAbsDiff(state.logits.subarray(b * V, (b + 1) * V), row);
+      assert.ok(d < TOL, `step ${s} row ${b}: |Δ| ${d}`);
+    }
+  }
+  // With an onOutputs hook the outputs may be held elsewhere: nothing is freed.
+  const hooked = await OrtModel.load(bundle, { verify: false, onOutputs: () => {} });
+  try {
+    const kept = await hooked.prefill(hooked.batch(exp.prompts), "kvp");
+    hooked.dispose(kept);
+    assert.ok(kept.past.every((t) => (t.data as Float32Array).byteLength > 0));
+  } finally {
+    await hooked.release();
+  }
+});
+
 Deno.test("ort decode logits follow CoreNet's decode steps", async () => {
   const want = await exp.ints("kvp.generated");
   const logits = await exp.floats("kvp.decode_logits");
