@@ -26,7 +26,7 @@ import { Random } from "../converters/random.ts";
 import { type CpuInfo, cpuInfo, defaultThreads } from "../runtime/cpu.ts";
 import { OrtModel } from "../runtime/ort.ts";
 import type { Mode } from "../runtime/types.ts";
-import { firstToken, type Timing, timing } from "./ttft.ts";
+import { type FirstToken, firstToken, type Timing, timing } from "./ttft.ts";
 
 /** The two bundles do not hold the same model and variants. */
 export class CompareError extends Error {
@@ -143,7 +143,7 @@ export async function compareBundles(
         for (const m of models) await m.prepare(mode);
         for (const [l, promptLength] of promptLengths.entries()) {
           const ttft: number[][] = [[], []], decode: number[][] = [[], []];
-          const decoders: Awaited<ReturnType<typeof firstToken>>[] = [];
+          const decoders: FirstToken[] = [];
           for (let rep = -1; rep < reps; rep++) {
             // The order alternates every repetition, so drift falls on both alike.
             for (const i of rep % 2 ? [1, 0] : [0, 1]) {

@@ -161,15 +161,22 @@ export function timing(samples: number[]): Timing {
   return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: samples.length };
 }
 
-/**
- * Time from ids in to first token ids out (ms), and the state to decode from:
- * a generator of timed greedy steps, and `release` to free the last state.
- */
+/** One timed prefill, and the greedy decode that may follow it. */
+export interface FirstToken {
+  /** Prompt ids in → first token ids out (ms). */
+  ms: number;
+  /** Generates the next greedy token; returns its time (ms). */
+  decoder: () => Promise<number>;
+  /** Frees the last state (the runtime's dispose, where it has one). */
+  release: () => void;
+}
+
+/** Time from ids in to first token ids out, and the state to decode from. */
 export async function firstToken(
   model: KvpRuntime,
   prompts: number[][],
   mode: Mode,
-): Promise<{ ms: number; decoder: () => Promise<number>; release: () => void }> {
+): Promise<FirstToken> {
   const vocab = model.description.base.vocabSize;
   const input = model.batch(prompts);
   const t0 = performance.now();
@@ -403,7 +410,7 @@ export async function benchBundle(
       for (const [l, length] of promptLengths.entries()) {
         const samples: Record<Mode, number[]> = { kvp: [], base: [] };
         const decodes: Record<Mode, number[]> = { kvp: [], base: [] };
-        const decoders = new Map<Mode, Awaited<ReturnType<typeof firstToken>>>();
+        const decoders = new Map<Mode, FirstToken>();
         for (let rep = -1; rep < reps; rep++) {
           // Alternate the order every repetition so drift hits both alike.
           for (const mode of rep % 2 ? [...modes].reverse() : modes) {

@@ -263,7 +263,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
    * memory is back with the allocator before the next step asks for as much
    * (left to the garbage collector, every decode step writes its whole cache
    * into fresh pages, and on a virtual machine each first touch of a page is
-   * slow: the README has the figures). Nothing is freed while an
+   * slow: README, "Freeing decoded-from states"). Nothing is freed while an
    * `onOutputs` hook is set: it may hold the outputs.
    */
   dispose(state: OrtStep): void {
