@@ -40,7 +40,9 @@ export function checkMaxNewTokens(maxNewTokens: number): void {
 /**
  * Runs greedy generation over `batch` rows of a `vocab`-wide model. A row
  * that emits `eosTokenId` stops there (the token kept last); when every row
- * has stopped, generation ends.
+ * has stopped, generation ends. `free`, where given, gets every state once
+ * it has been decoded from, and the last one at the end (nothing reads them
+ * after that: the first logits are copied out).
  */
 export async function greedy<S extends { logits: Float32Array }>(
   batch: number,
@@ -49,6 +51,7 @@ export async function greedy<S extends { logits: Float32Array }>(
   prefill: () => S | Promise<S>,
   decode: (state: S, next: Int32Array) => S | Promise<S>,
   eosTokenId?: number,
+  free?: (state: S) => void,
 ): Promise<GenerateResult> {
   checkMaxNewTokens(maxNewTokens);
   const start = performance.now();
@@ -62,7 +65,9 @@ export async function greedy<S extends { logits: Float32Array }>(
   const tokens: number[][] = Array.from({ length: batch }, (_, b) => [next[b]]);
   const done = tokens.map((t) => t[0] === eosTokenId);
   for (let n = 1; n < maxNewTokens && !done.every(Boolean); n++) {
-    step = await decode(step, next);
+    const before = step;
+    step = await decode(before, next);
+    free?.(before);
     next = argmaxRows(step.logits, batch, vocab);
     next.forEach((t, b) => {
       if (done[b]) return;
@@ -70,6 +75,7 @@ export async function greedy<S extends { logits: Float32Array }>(
       done[b] = t === eosTokenId;
     });
   }
+  free?.(step);
   return { tokens, firstLogits, ttftMs };
 }
 
@@ -90,5 +96,6 @@ export async function generateWith<S extends Step>(
     () => runtime.prefill(input, mode),
     (step, next) => runtime.decode(step, next, 1, mode),
     options.eosTokenId,
+    runtime.dispose?.bind(runtime),
   );
 }

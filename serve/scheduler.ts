@@ -47,6 +47,12 @@ export interface BatchModel {
   selectRows(state: OrtStep, rows: readonly number[]): OrtStep;
   /** States joined along the batch. */
   concatRows(states: readonly OrtStep[]): OrtStep;
+  /**
+   * Frees a state nothing reads any more (optional): the scheduler calls it
+   * on every state it has decoded from, selected from or merged, so each
+   * step's cache reuses the memory of the one before.
+   */
+  dispose?(state: OrtStep): void;
 }
 
 /** One sequence to generate. */
@@ -211,7 +217,7 @@ export class Scheduler {
         for (const [mode, group] of this.groups) await this._step(mode, group);
       } catch (e) { // a bug in a callback: fail what runs rather than stop serving
         for (const group of this.groups.values()) for (const entry of group.rows) entry.reject(e);
-        this.groups.clear();
+        this._clear();
       }
     }
   }
@@ -256,11 +262,17 @@ export class Scheduler {
     }
     for (const entry of taken) entry.prefillBatch = taken.length;
     const { keep, next } = this._choose(state, taken);
-    if (!keep.length) return;
+    if (!keep.length) return this._free(state);
     const part = keep.length === taken.length ? state : this.model.selectRows(state, keep);
+    if (part !== state) this._free(state);
     const group = this.groups.get(mode) ?? { rows: [], next: [] };
     this.groups.set(mode, group);
-    group.state = group.state ? this.model.concatRows([group.state, part]) : part;
+    if (group.state) {
+      const running = group.state;
+      group.state = this.model.concatRows([running, part]);
+      this._free(running);
+      this._free(part);
+    } else group.state = part;
     group.rows.push(...keep.map((b) => taken[b]));
     group.next.push(...next);
   }
@@ -270,30 +282,54 @@ export class Scheduler {
     const live = group.rows.flatMap((e, b) => e.job.signal?.aborted ? [] : [b]);
     if (live.length < group.rows.length) {
       group.rows.forEach((e, b) => live.includes(b) || this._finish(e, "cancelled"));
-      this._keep(mode, group, group.state!, live);
+      this._keep(mode, group, group.state!, live, live.map((b) => group.next[b]));
     }
     if (!group.rows.length) return;
     let state: OrtStep;
+    const before = group.state!;
     try {
-      state = await this.model.decode(group.state!, Int32Array.from(group.next), 1, mode);
+      state = await this.model.decode(before, Int32Array.from(group.next), 1, mode);
     } catch (e) {
       for (const entry of group.rows) entry.reject(e);
-      this.groups.delete(mode);
+      this._end(mode);
       return;
     }
+    this._free(before);
     const { keep, next } = this._choose(state, group.rows);
-    group.next = next;
-    this._keep(mode, group, state, keep);
+    this._keep(mode, group, state, keep, next);
   }
 
-  /** Keeps rows `keep` of `state` (and of the group's rows) as the group's batch. */
-  private _keep(mode: Mode, group: Group, state: OrtStep, keep: number[]): void {
-    if (!keep.length) {
-      this.groups.delete(mode);
-      return;
-    }
-    group.state = keep.length === group.rows.length ? state : this.model.selectRows(state, keep);
+  /**
+   * Keeps rows `keep` of `state` (and of the group's rows) as the group's
+   * batch, `next` their next tokens.
+   */
+  private _keep(mode: Mode, group: Group, state: OrtStep, keep: number[], next: number[]): void {
+    const every = keep.length === group.rows.length;
     group.rows = keep.map((b) => group.rows[b]);
+    group.next = next;
+    group.state = state;
+    if (!keep.length) return this._end(mode);
+    if (!every) {
+      group.state = this.model.selectRows(state, keep);
+      this._free(state);
+    }
+  }
+
+  /** A mode's batch is over: its state is freed. */
+  private _end(mode: Mode): void {
+    const state = this.groups.get(mode)?.state;
+    if (state) this._free(state);
+    this.groups.delete(mode);
+  }
+
+  /** Every batch is over. */
+  private _clear(): void {
+    for (const mode of [...this.groups.keys()]) this._end(mode);
+  }
+
+  /** Hands a state no one reads any more back to the model, where it can free one. */
+  private _free(state: OrtStep): void {
+    this.model.dispose?.(state);
   }
 
   /** Picks each row's token; returns the rows that go on and their next tokens. */
@@ -335,6 +371,6 @@ export class Scheduler {
     for (const group of this.groups.values()) {
       for (const entry of group.rows) this._finish(entry, "cancelled");
     }
-    this.groups.clear();
+    this._clear();
   }
 }
