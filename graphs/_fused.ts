@@ -118,29 +118,92 @@ export function gqaAttention(
 ): { context: string; present: KvPair } {
   return g.scoped("gqa", () => {
     const flat = (x: string, n: number) => g.op("Reshape", [x, g.ints([0, 0, n * heads.hd])]);
-    const [context, key, value] = g.opN(
-      "GroupQueryAttention",
-      [
-        flat(queries, heads.q),
-        flat(keys, heads.k),
-        flat(values, heads.k),
-        past?.key ?? "",
-        past?.value ?? "",
-        masks.seqlensK,
-        masks.total,
-        "",
-        "",
-        "",
-        masks.bias,
-      ],
-      3,
-      { num_heads: heads.q, kv_num_heads: heads.k, scale: { float: 1 }, do_rotary: 0 },
-      undefined,
-      undefined,
-      CONTRIB_DOMAIN,
+    const [context, key, value] = gqaNode(
+      g,
+      flat(queries, heads.q),
+      flat(keys, heads.k),
+      flat(values, heads.k),
+      past,
+      masks,
+      heads,
     );
     return { context, present: { key, value } };
   });
+}
+
+/**
+ * {@link gqaAttention} on whichever of two caches is the whole cache so far:
+ * `first` where the bool scalar `cond` is true, `second` where it is false
+ * (the other is empty at run time). An If node per layer picks the
+ * GroupQueryAttention that reads it, so neither is concatenated to the
+ * other: a cache given as a graph input reaches GroupQueryAttention as that
+ * input's own buffer. A caller that binds the present output to the past
+ * input's buffer (of room for the new tokens) then has the new keys and
+ * values written into it in place, the cache so far neither zeroed nor
+ * copied (runtime/ort.ts, the in-place decode).
+ */
+export function gqaAttentionEither(
+  g: GraphBuilder,
+  cond: string,
+  queries: string,
+  keys: string,
+  values: string,
+  first: KvPair,
+  second: KvPair,
+  masks: GqaMasks,
+  heads: { q: number; k: number; hd: number },
+): { context: string; present: KvPair } {
+  return g.scoped("gqa_either", () => {
+    const flat = (x: string, n: number) => g.op("Reshape", [x, g.ints([0, 0, n * heads.hd])]);
+    const q = flat(queries, heads.q), k = flat(keys, heads.k), v = flat(values, heads.k);
+    const branch = (name: string, past: KvPair) => {
+      const sub = g.subgraph(name);
+      const [context, key, value] = gqaNode(sub, q, k, v, past, masks, heads);
+      sub.output(context, "float32", ["batch_size", "new_tokens", heads.q * heads.hd]);
+      const dims = ["batch_size", heads.k, "present_length", heads.hd];
+      sub.output(key, "float32", dims);
+      sub.output(value, "float32", dims);
+      return sub.graph(false);
+    };
+    const [context, key, value] = g.opN("If", [cond], 3, {
+      then_branch: branch("first", first),
+      else_branch: branch("second", second),
+    }, "past");
+    return { context, present: { key, value } };
+  });
+}
+
+/** One GroupQueryAttention node on flattened queries, keys and values. */
+function gqaNode(
+  g: GraphBuilder,
+  q: string,
+  k: string,
+  v: string,
+  past: KvPair | undefined,
+  masks: GqaMasks,
+  heads: { q: number; k: number; hd: number },
+): string[] {
+  return g.opN(
+    "GroupQueryAttention",
+    [
+      q,
+      k,
+      v,
+      past?.key ?? "",
+      past?.value ?? "",
+      masks.seqlensK,
+      masks.total,
+      "",
+      "",
+      "",
+      masks.bias,
+    ],
+    3,
+    { num_heads: heads.q, kv_num_heads: heads.k, scale: { float: 1 }, do_rotary: 0 },
+    undefined,
+    undefined,
+    CONTRIB_DOMAIN,
+  );
 }
 
 /** RoPE as kvpred's graphs carry it: gathered tables, or what RotaryEmbedding reads. */

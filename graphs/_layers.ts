@@ -23,6 +23,7 @@ import { CACHE_READS } from "../bundle/contract.ts";
 import {
   type FusedOps,
   gqaAttention,
+  gqaAttentionEither,
   type GqaMasks,
   PLAIN_OPS,
   type Rope,
@@ -448,6 +449,13 @@ export interface LayerInputs {
   ops?: Readonly<FusedOps>;
   /** GroupQueryAttention's masks, where `ops.attention` (float32 graphs only). */
   gqa?: GqaMasks;
+  /**
+   * With two pieces of `past` of which one is empty at run time: a bool
+   * scalar, true where the first is the whole cache so far. GroupQueryAttention
+   * then reads that piece alone (graphs/_fused.ts `gqaAttentionEither`), not
+   * their Concat; the plain form concatenates them as ever.
+   */
+  pastSelect?: string;
 }
 
 /**
@@ -487,6 +495,21 @@ export function transformerLayer(
     const scale = (v: string) => g.op("Mul", [v, g.floats([1 / Math.sqrt(hd)], [])]);
     if (inputs.gqa && !f16) {
       // GroupQueryAttention reads the cache so far as one tensor and writes the present one.
+      if (inputs.pastSelect && inputs.past.length === 2) {
+        const [first, second] = inputs.past;
+        const fused = gqaAttentionEither(
+          g,
+          inputs.pastSelect,
+          scale(qr),
+          kr,
+          rawValue,
+          first,
+          second,
+          inputs.gqa,
+          { q, k, hd },
+        );
+        return { out: w.out(fused.context), present: fused.present, rawKey, rawValue };
+      }
       const past = inputs.past.length > 1
         ? {
           key: g.op("Concat", inputs.past.map((p) => p.key), { axis: 2 }),

@@ -120,7 +120,11 @@ export class Weights {
   }
 }
 
-/** Embedding, layers; returns the final residual stream, present caches and raw K/V. */
+/**
+ * Embedding, layers; returns the final residual stream, present caches and
+ * raw K/V. `pastSelect`: see `LayerInputs.pastSelect` in _layers.ts (each layer's `past` is
+ * two pieces, one empty at run time).
+ */
 export function transformer(
   g: GraphBuilder,
   w: Weights,
@@ -130,6 +134,7 @@ export function transformer(
   positions: string,
   bias: string,
   past: KvPair[][],
+  pastSelect?: string,
 ) {
   return g.scoped(part, () => {
     const f16 = w.f16;
@@ -154,7 +159,7 @@ export function transformer(
           ffnNorm: n("ffnNorm"),
           proj1: lin("proj1"),
           proj2: lin("proj2"),
-        }, { rope, bias, past: past[i] ?? [], f16, ops: w.ops, gqa }));
+        }, { rope, bias, past: past[i] ?? [], f16, ops: w.ops, gqa, pastSelect }));
       x = out.x;
       present.push(out.present);
       raw.push({ key: out.rawKey, value: out.rawValue });

@@ -200,6 +200,8 @@ export function buildDecoder(
   // graph; [predicted, given past] for KV prediction, where prefill gives an
   // empty past and decode an empty prediction, so neither is ever copied twice.
   let cache = past.map((p) => [p]);
+  // KV prediction: true in prefill, where the prediction is the whole cache so far.
+  let prefilling: string | undefined;
   if (kind === "kvp") {
     // Entry point: an empty past and a prompt of two tokens or more mean prefill with
     // KV prediction. A one-token prompt has nothing to predict: the decode branch's
@@ -208,7 +210,7 @@ export function buildDecoder(
     // empty inputs; and a second If nested inside the prefill branch would keep ONNX
     // Runtime's CPU EP from prepacking MatMulNBits weights there: it then computes in
     // float, not at accuracy_level 4 — measured, 0.03 in the q4 cache.)
-    const prefilling = g.op("And", [
+    prefilling = g.op("And", [
       g.op("Equal", [
         g.op("Squeeze", [dim(g, IO.pastKey(0), 2), g.ints([0])]),
         g.ints([0], []),
@@ -252,7 +254,9 @@ export function buildDecoder(
   }
   const newPositions = slice(g, positions, 1, g.op("Neg", [dim(g, ids, 1)]));
   const bias = attentionBias(g, IO.attentionMask, ids);
-  const out = transformer(g, w, "base", base, ids, newPositions, bias, cache);
+  // The fused form reads the past input itself in decode (no Concat with the
+  // empty prediction), which lets a runtime update the cache in place.
+  const out = transformer(g, w, "base", base, ids, newPositions, bias, cache, prefilling);
   g.output(lastLogits(g, w, "base", base, out.x), "float32", [B, 1, base.vocabSize], IO.logits);
   out.present.forEach((p, i) => {
     const dims = [B, base.numKvHeads[i], "total_sequence_length", base.headDim];

@@ -52,8 +52,18 @@ export interface InputInfo {
 export interface EngineSession {
   /** The graph's inputs. */
   readonly inputs: readonly InputInfo[];
-  /** Runs the graph. */
-  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+  /** The graph's output names. */
+  readonly outputs: readonly string[];
+  /**
+   * Runs the graph. `fetches` names the outputs to return, each `null`
+   * (allocated by ONNX Runtime) or a tensor it writes into (onnxruntime-node
+   * on the CPU only; the returned tensor is still a copy); absent: every
+   * output, allocated.
+   */
+  run(
+    feeds: Record<string, OrtTensor>,
+    fetches?: Record<string, OrtTensor | null>,
+  ): Promise<Record<string, OrtTensor>>;
   /** Ends profiling and returns its events (none when the session was not profiled). */
   endProfiling(): Promise<ProfileEvent[]>;
   /** Frees the session. */
@@ -182,8 +192,9 @@ export function nodeEngine(device: "cpu" | "webgpu"): Promise<Engine> {
       let profiled = profileDir !== undefined;
       const node: EngineSession = {
         inputs: inputInfo(session),
-        async run(feeds) {
-          const out = await session.run(feeds);
+        outputs: session.outputNames,
+        async run(feeds, fetches) {
+          const out = await (fetches ? session.run(feeds, fetches) : session.run(feeds));
           // Outputs fed back as inputs (the cache) must hand the binding Uint16Array bits too.
           for (const t of Object.values(out)) {
             if (t.type === "float16") {

@@ -20,7 +20,7 @@ import type * as ort from "onnxruntime-node";
 import { type BundleManifest, IO, type VariantEntry } from "../bundle/contract.ts";
 import { findVariant, readManifest } from "../bundle/manifest.ts";
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
-import type { KvpDescription } from "../converters/model/model.ts";
+import { contextLengthOf, type KvpDescription } from "../converters/model/model.ts";
 import { extendMask, padPrompts, type PromptBatch } from "./batch.ts";
 import { type GenerateResult, generateWith } from "./greedy.ts";
 import { defaultThreads } from "./cpu.ts";
@@ -85,9 +85,24 @@ export interface OrtLoadOptions {
    * @internal ONNX Runtime tensors, which kvpred does not re-export.
    */
   onOutputs?: (mode: Mode, outputs: Record<string, ort.Tensor>) => void;
+  /**
+   * Decode in place where the graph allows it (default true): on the CPU,
+   * in a fused bundle's float32 variants (GroupQueryAttention reads the past
+   * input itself), the cache is held with room for more tokens and each
+   * decode step's GroupQueryAttention writes the new keys and values into
+   * that room, rather than zeroing a new present cache and copying the past
+   * into it ({@link OrtModel.inPlace}). The tokens and logits are the same
+   * (tests/inplace_test.ts); `false` runs every step as transformers.js does.
+   */
+  inPlace?: boolean;
 }
 
-/** A prefill's or decode step's result: the cache held as ONNX Runtime tensors. */
+/**
+ * A prefill's or decode step's result: the cache held as ONNX Runtime
+ * tensors `[batch, kv heads, room, head dim]`, of which the first
+ * `mask.length / batch` columns are the cache (an in-place decode keeps room
+ * for more; {@link OrtModel.inPlace}).
+ */
 export interface OrtStep extends Step {
   /**
    * `present.*` of the last run, key and value per layer, in that order.
@@ -95,6 +110,18 @@ export interface OrtStep extends Step {
    * @internal ONNX Runtime tensors, passed back to the next step as they are.
    */
   past: ort.Tensor[];
+}
+
+/**
+ * The columns an in-place decode allocates for a cache that must hold
+ * `needed`: `needed` and a sixteenth more (at least 16), so the cache is
+ * copied into a larger buffer once every `needed / 16` steps while each
+ * step's output copy stays within a sixteenth of the cache; never past the
+ * context length where `needed` fits in it.
+ */
+export function cacheRoom(needed: number, contextLength: number): number {
+  const room = needed + Math.max(16, Math.ceil(needed / 16));
+  return needed <= contextLength ? Math.min(room, contextLength) : room;
 }
 
 /** An exported bundle, run by ONNX Runtime. */
@@ -172,6 +199,22 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     return padPrompts(prompts, this.description.base.vocabSize);
   }
 
+  /**
+   * Whether decode steps of `mode`'s graph run in place (the
+   * {@link OrtLoadOptions.inPlace} option): the cache is fed with room for
+   * the new tokens and the present outputs are bound to the same buffers,
+   * which GroupQueryAttention then extends where they are. Only the CPU
+   * binding takes output buffers, and only the fused form's float32 graphs
+   * read the past input without copying it (f16 variants keep the plain
+   * attention, whose Concat writes a new cache). The outputs are still copied
+   * into new buffers by onnxruntime-node 1.30; those become the next state,
+   * room included, so a state is never changed where it is read.
+   */
+  inPlace(_mode: Mode): boolean {
+    return this.options.inPlace !== false && this.engine.device === "cpu" &&
+      this.manifest.attention === "fused" && this.variant.cacheType === "float32";
+  }
+
   /** One run of `mode`'s graph: feeds, outputs, the cache as the next state. */
   private async run(
     mode: Mode,
@@ -179,6 +222,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     seq: number,
     state: { batch: number; past: ort.Tensor[] },
     mask: Uint8Array,
+    bound = false,
   ): Promise<OrtStep> {
     const { batch } = state;
     const { base } = this.description;
@@ -193,11 +237,32 @@ export class OrtModel implements KvpRuntime<OrtStep> {
       feeds[IO.pastKey(i)] = state.past[2 * i];
       feeds[IO.pastValue(i)] = state.past[2 * i + 1];
     }
-    const out = await (await this.session(mode)).run(feeds);
+    // Bound: each present output is written into its past input's buffer.
+    const session = await this.session(mode);
+    let fetches: Record<string, ort.Tensor | null> | undefined;
+    if (bound) {
+      // Every output (a validator's tapped graphs have more), the cache's bound.
+      fetches = Object.fromEntries(session.outputs.map((name) => [name, null]));
+      for (let i = 0; i < base.numLayers; i++) {
+        fetches[IO.presentKey(i)] = state.past[2 * i];
+        fetches[IO.presentValue(i)] = state.past[2 * i + 1];
+      }
+    }
+    const out = await session.run(feeds, fetches);
     this.options.onOutputs?.(mode, out);
     const past: ort.Tensor[] = [];
     for (let i = 0; i < base.numLayers; i++) {
       past.push(out[IO.presentKey(i)], out[IO.presentValue(i)]);
+    }
+    if (bound) {
+      // onnxruntime-node 1.30 returns a bound output as a copy; a binding that
+      // handed back the buffer itself would make two states share one cache.
+      past.forEach((t, j) => {
+        if ((t.data as ArrayBufferView).buffer !== (state.past[j].data as ArrayBufferView).buffer) {
+          return;
+        }
+        past[j] = this.engine.tensor("float32", (t.data as Float32Array).slice(), t.dims);
+      });
     }
     return { batch, mask, past, logits: floatValues(out[IO.logits]) };
   }
@@ -226,9 +291,28 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   }
 
   /** Appends `tokens` (`[batch, seq]`) to the cache; `mode` picks the graph that runs it. */
-  decode(state: OrtStep, tokens: Int32Array, seq = 1, mode: Mode = "kvp"): Promise<OrtStep> {
+  async decode(
+    state: OrtStep,
+    tokens: Int32Array,
+    seq = 1,
+    mode: Mode = "kvp",
+  ): Promise<OrtStep> {
     const mask = extendMask(state.mask, state.batch, tokens, seq, this.description.base.vocabSize);
-    return this.run(mode, BigInt64Array.from(tokens, BigInt), seq, state, mask);
+    const ids = BigInt64Array.from(tokens, BigInt);
+    if (!this.inPlace(mode)) return this.run(mode, ids, seq, state, mask);
+    const needed = mask.length / state.batch;
+    if (state.past[0].dims[2] >= needed) return this.run(mode, ids, seq, state, mask, true);
+    // No room: the cache moves to larger buffers, which serve this one step.
+    const room = cacheRoom(needed, contextLengthOf(this.description));
+    const past = withRoom(this.engine, state.past, needed - seq, room);
+    let next: OrtStep | undefined;
+    try {
+      next = await this.run(mode, ids, seq, { batch: state.batch, past }, mask, true);
+      return next;
+    } finally {
+      const kept = new Set(next?.past.map((t) => (t.data as ArrayBufferView).buffer));
+      for (const t of past) if (!kept.has((t.data as ArrayBufferView).buffer)) _detach(t.data);
+    }
   }
 
   /**
@@ -275,12 +359,11 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   /** The cache of a state as float32 arrays, per layer (float16 caches converted exactly). */
   cache(state: OrtStep): LayerCache[] {
     const out: LayerCache[] = [];
+    const length = state.mask.length / state.batch;
+    const values = (t: ort.Tensor) =>
+      floatValues(t.dims[2] === length ? t : withRoom(this.engine, [t], length, length)[0]);
     for (let i = 0; i < state.past.length; i += 2) {
-      out.push({
-        key: floatValues(state.past[i]),
-        value: floatValues(state.past[i + 1]),
-        length: state.past[i].dims[2],
-      });
+      out.push({ key: values(state.past[i]), value: values(state.past[i + 1]), length });
     }
     return out;
   }
@@ -364,10 +447,12 @@ function gatherRows(
     const size = batch * heads * total * headDim;
     const data = type === "float16" ? new Uint16Array(size) : new Float32Array(size);
     picks.forEach(([i, row], b) => {
-      const src = states[i].past[t], w = src.dims[2], c = Math.min(total, w);
+      // The cache is the first w of `room` columns (an in-place decode's room after them).
+      const src = states[i].past[t], w = width(states[i]), room = src.dims[2];
+      const c = Math.min(total, w);
       const from = typedData(src);
       for (let h = 0; h < heads; h++) {
-        const at = ((row * heads + h) * w + w - c) * headDim;
+        const at = ((row * heads + h) * room + w - c) * headDim;
         data.set(
           from.subarray(at, at + c * headDim),
           ((b * heads + h) * total + total - c) * headDim,
@@ -377,6 +462,36 @@ function gatherRows(
     return engine.tensor(type, data, [batch, heads, total, headDim]);
   });
   return { batch, mask, past, logits };
+}
+
+/**
+ * The first `length` columns of each cache tensor `[B, kv, T, hd]` copied
+ * into a new one of `room` columns (the rest zero).
+ */
+function withRoom(
+  engine: Engine,
+  past: readonly ort.Tensor[],
+  length: number,
+  room: number,
+): ort.Tensor[] {
+  return past.map((t) => {
+    const [batch, heads, columns, headDim] = t.dims;
+    const from = typedData(t);
+    const size = batch * heads * room * headDim;
+    const data = t.type === "float16" ? new Uint16Array(size) : new Float32Array(size);
+    for (let r = 0; r < batch * heads; r++) {
+      data.set(
+        from.subarray(r * columns * headDim, (r * columns + length) * headDim),
+        r * room * headDim,
+      );
+    }
+    return engine.tensor(t.type === "float16" ? "float16" : "float32", data, [
+      batch,
+      heads,
+      room,
+      headDim,
+    ]);
+  });
 }
 
 /** Detaches the buffer behind `data` where `data` is the whole of it (an output's own buffer). */

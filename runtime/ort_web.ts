@@ -136,6 +136,7 @@ export async function webEngine(): Promise<Engine> {
           const t = m as { name: string; type?: string; shape?: readonly (number | string)[] };
           return { name: t.name, type: t.type ?? "float32", shape: t.shape ?? [] } as InputInfo;
         }),
+        outputs: session.outputNames,
         async run(feeds) {
           const out = await session.run(feeds as unknown as Record<string, ortWeb.Tensor>);
           return out as unknown as Record<string, OrtTensor>;
