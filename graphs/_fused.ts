@@ -117,8 +117,8 @@ export function gqaAttention(
   heads: { q: number; k: number; hd: number },
 ): { context: string; present: KvPair } {
   return g.scoped("gqa", () => {
-    const flat = (x: string, n: number) => g.op("Reshape", [x, g.ints([0, 0, n * heads.hd])]);
-    const [context, key, value] = gqaNode(
+    const flat = (x: string, n: number) => _flatHeads(g, x, n, heads.hd);
+    const [context, key, value] = _gqaNode(
       g,
       flat(queries, heads.q),
       flat(keys, heads.k),
@@ -154,11 +154,11 @@ export function gqaAttentionEither(
   heads: { q: number; k: number; hd: number },
 ): { context: string; present: KvPair } {
   return g.scoped("gqa_either", () => {
-    const flat = (x: string, n: number) => g.op("Reshape", [x, g.ints([0, 0, n * heads.hd])]);
+    const flat = (x: string, n: number) => _flatHeads(g, x, n, heads.hd);
     const q = flat(queries, heads.q), k = flat(keys, heads.k), v = flat(values, heads.k);
     const branch = (name: string, past: KvPair) => {
       const sub = g.subgraph(name);
-      const [context, key, value] = gqaNode(sub, q, k, v, past, masks, heads);
+      const [context, key, value] = _gqaNode(sub, q, k, v, past, masks, heads);
       sub.output(context, "float32", ["batch_size", "new_tokens", heads.q * heads.hd]);
       const dims = ["batch_size", heads.k, "present_length", heads.hd];
       sub.output(key, "float32", dims);
@@ -173,8 +173,13 @@ export function gqaAttentionEither(
   });
 }
 
+/** `[B, S, n, hd]` as `[B, S, n·hd]`, the layout GroupQueryAttention reads. */
+function _flatHeads(g: GraphBuilder, x: string, n: number, hd: number): string {
+  return g.op("Reshape", [x, g.ints([0, 0, n * hd])]);
+}
+
 /** One GroupQueryAttention node on flattened queries, keys and values. */
-function gqaNode(
+function _gqaNode(
   g: GraphBuilder,
   q: string,
   k: string,

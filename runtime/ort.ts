@@ -200,7 +200,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   }
 
   /**
-   * Whether decode steps of `mode`'s graph run in place (the
+   * Whether decode steps run in place, in both graphs (the
    * {@link OrtLoadOptions.inPlace} option): the cache is fed with room for
    * the new tokens and the present outputs are bound to the same buffers,
    * which GroupQueryAttention then extends where they are. Only the CPU
@@ -210,7 +210,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
    * into new buffers by onnxruntime-node 1.30; those become the next state,
    * room included, so a state is never changed where it is read.
    */
-  inPlace(_mode: Mode): boolean {
+  inPlace(): boolean {
     return this.options.inPlace !== false && this.engine.device === "cpu" &&
       this.manifest.attention === "fused" && this.variant.cacheType === "float32";
   }
@@ -299,19 +299,17 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   ): Promise<OrtStep> {
     const mask = extendMask(state.mask, state.batch, tokens, seq, this.description.base.vocabSize);
     const ids = BigInt64Array.from(tokens, BigInt);
-    if (!this.inPlace(mode)) return this.run(mode, ids, seq, state, mask);
+    if (!this.inPlace()) return this.run(mode, ids, seq, state, mask);
     const needed = mask.length / state.batch;
     if (state.past[0].dims[2] >= needed) return this.run(mode, ids, seq, state, mask, true);
     // No room: the cache moves to larger buffers, which serve this one step.
     const room = cacheRoom(needed, contextLengthOf(this.description));
-    const past = withRoom(this.engine, state.past, needed - seq, room);
-    let next: OrtStep | undefined;
+    const past = _withRoom(this.engine, state.past, needed - seq, room);
+    // run() never lets the next state keep a bound buffer, so these can go at once.
     try {
-      next = await this.run(mode, ids, seq, { batch: state.batch, past }, mask, true);
-      return next;
+      return await this.run(mode, ids, seq, { batch: state.batch, past }, mask, true);
     } finally {
-      const kept = new Set(next?.past.map((t) => (t.data as ArrayBufferView).buffer));
-      for (const t of past) if (!kept.has((t.data as ArrayBufferView).buffer)) _detach(t.data);
+      for (const t of past) _detach(t.data);
     }
   }
 
@@ -361,7 +359,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     const out: LayerCache[] = [];
     const length = state.mask.length / state.batch;
     const values = (t: ort.Tensor) =>
-      floatValues(t.dims[2] === length ? t : withRoom(this.engine, [t], length, length)[0]);
+      floatValues(t.dims[2] === length ? t : _withRoom(this.engine, [t], length, length)[0]);
     for (let i = 0; i < state.past.length; i += 2) {
       out.push({ key: values(state.past[i]), value: values(state.past[i + 1]), length });
     }
@@ -468,7 +466,7 @@ function gatherRows(
  * The first `length` columns of each cache tensor `[B, kv, T, hd]` copied
  * into a new one of `room` columns (the rest zero).
  */
-function withRoom(
+function _withRoom(
   engine: Engine,
   past: readonly ort.Tensor[],
   length: number,

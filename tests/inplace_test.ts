@@ -70,7 +70,7 @@ Deno.test("in-place decode: the same logits and cache as copying, room kept, row
     const copying = await OrtModel.load(fused, { variant, verify: false, inPlace: false });
     for (const mode of ["kvp", "base"] as const) {
       await t.step(`${variant} ${mode}: logits bit for bit, cache, room`, async () => {
-        assert.ok(inPlace.inPlace(mode) && !copying.inPlace(mode));
+        assert.ok(inPlace.inPlace() && !copying.inPlace());
         const a = await run(inPlace, ids, mode), b = await run(copying, ids, mode);
         a.logits.forEach((l, s) => assert.deepEqual(l, b.logits[s], `step ${s}`));
         const width = (s: OrtStep) => s.mask.length / s.batch;
@@ -135,8 +135,8 @@ Deno.test("in-place decode: the same logits and cache as copying, room kept, row
     const p = await OrtModel.load(plain, { verify: false });
     const f16 = await OrtModel.load(fused, { variant: "fp16", verify: false });
     for (const mode of ["kvp", "base"] as const) {
-      assert.equal(p.inPlace(mode), false);
-      assert.equal(f16.inPlace(mode), false);
+      assert.equal(p.inPlace(), false);
+      assert.equal(f16.inPlace(), false);
       const step = await p.decode(await p.prefill(p.batch(ids), mode), new Int32Array(4), 1, mode);
       assert.equal(step.past[0].dims[2], step.mask.length / step.batch);
     }
