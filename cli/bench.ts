@@ -62,6 +62,7 @@ export function formatLength(r: LengthReport): string {
     `${gf(r.flopsPerSecond.base)}`.padStart(9),
     `${ms(r.decodeStep.base.median)} / ${ms(r.decodeStep.kvp.median)}`.padStart(16),
     `${r.decodeTokensPerSecond.base.toFixed(1)}`.padStart(7),
+    `${r.decodeVsFlops.toFixed(2)}×`.padStart(9),
   ].join(" ");
 }
 
@@ -77,6 +78,7 @@ export const TABLE_HEADER = [
   "GFLOP/s".padStart(9),
   "decode ms b/kvp".padStart(16),
   "tok/s".padStart(7),
+  "dec/FLOPs".padStart(9),
 ].join(" ");
 
 /** What the columns mean, printed under the table. */
@@ -84,7 +86,9 @@ export const TABLE_LEGEND = `TTFT: prompt ids in → first token id out, median 
 speedup: TTFT base-only / TTFT KV prediction of the same variant; FLOPs×: the
 prefill FLOPs ratio; eff.: speedup / FLOPs×; GFLOP/s: base-only prefill FLOPs
 per second; decode: median of the --decode-steps generation steps after the
-prompt, base-only / KV prediction; tok/s: base-only decode tokens per second.`;
+prompt, base-only / KV prediction; tok/s: base-only decode tokens per second;
+dec/FLOPs: the base-only median step over the time its FLOPs take at the
+base-only prefill's GFLOP/s (1: as efficient as the prefill).`;
 
 /** The closing lines: peak MatMul and how close the fp32 base prefill comes to it. */
 export function formatPeak(report: BenchReport): string {
@@ -190,12 +194,13 @@ median, min and max of --reps runs after a warm-up, per prompt length. A
 one-line warning goes to stderr when the memory available is below what the
 largest variant's two sessions need (twice its weight file, five times
 for a float16 variant, whose weights ONNX Runtime's CPU kernels hold as
-float32). Reports the speedup,
-the prefill FLOPs ratio and their quotient (FLOPs efficiency), the decode
-step latency of both graphs (the median of --decode-steps greedy steps after
-the prompt, the graphs alternating step by step) and tokens/s, the achieved prefill FLOP/s next to the fastest
-of a few large MatMuls run in the same run, the weight bytes of each variant
-and the CPU's int8 features (VNNI/AMX), which decide int8 speed.
+float32). Reports the speedup, the prefill FLOPs ratio and their quotient
+(FLOPs efficiency), the decode step latency of both graphs (the median of
+--decode-steps greedy steps after the prompt, the graphs alternating step by
+step), tokens/s and the base-only step against its FLOPs at the base-only
+prefill's rate, the achieved prefill FLOP/s next to the fastest of a few
+large MatMuls run in the same run, the weight bytes of each variant and the
+CPU's int8 features (VNNI/AMX), which decide int8 speed.
 
 With --against DIR2 (a bundle of the same model, e.g. the other graph form:
 convert --attention plain and fused), it compares the two bundles instead:

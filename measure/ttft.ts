@@ -21,7 +21,7 @@
 import type { BundleManifest, VariantEntry } from "../bundle/contract.ts";
 import { findVariant, manifestSources, readManifest } from "../bundle/manifest.ts";
 import { type Progress, verifyBundle } from "../bundle/verify.ts";
-import { prefillFlops } from "../converters/model/flops.ts";
+import { prefillFlops, transformerFlops } from "../converters/model/flops.ts";
 import { Random } from "../converters/random.ts";
 import { matmulT } from "../runtime/_matmul.ts";
 import { type CpuInfo, cpuInfo, defaultThreads } from "../runtime/cpu.ts";
@@ -67,6 +67,17 @@ export interface LengthReport {
   decodeStep: Record<Mode, Timing>;
   /** Generated tokens per second in decode: batch · 1000 / median step (ms). */
   decodeTokensPerSecond: Record<Mode, number>;
+  /**
+   * FLOPs of the median decode step: the base model on one token per row
+   * after `promptLength + ⌊decodeSteps / 2⌋` cached ones, times the batch.
+   */
+  decodeFlops: number;
+  /**
+   * The base-only decode step's median over the time its FLOPs take at the
+   * base-only prefill's achieved FLOP/s: 1 where a step runs as efficiently
+   * as the prefill (a decode step reads every weight for few rows, so it is usually above 1).
+   */
+  decodeVsFlops: number;
 }
 
 /** The fastest of a few large float32 MatMuls run once in every repetition. */
@@ -436,6 +447,14 @@ export async function benchBundle(
         const ttft = { base: timing(samples.base), kvp: timing(samples.kvp) };
         const decodeStep = { base: timing(decodes.base), kvp: timing(decodes.kvp) };
         const speedup = ttft.base.median / ttft.kvp.median;
+        const prefillRate = flops.base / (ttft.base.median / 1000);
+        const stepFlops = transformerFlops(
+          desc.base,
+          1,
+          length + Math.floor(decodeSteps / 2),
+          1,
+          batch,
+        );
         const r: LengthReport = {
           dtype: v.name,
           promptLength: length,
@@ -444,7 +463,7 @@ export async function benchBundle(
           flopsRatio: flops.ratio,
           flopsEfficiency: speedup / flops.ratio,
           flopsPerSecond: {
-            base: flops.base / (ttft.base.median / 1000),
+            base: prefillRate,
             kvp: flops.kvp / (ttft.kvp.median / 1000),
           },
           decodeStep,
@@ -452,6 +471,8 @@ export async function benchBundle(
             base: batch * 1000 / decodeStep.base.median,
             kvp: batch * 1000 / decodeStep.kvp.median,
           },
+          decodeFlops: stepFlops,
+          decodeVsFlops: decodeStep.base.median / (1000 * stepFlops / prefillRate),
         };
         lengths.push(r);
         options.onLength?.(r);

@@ -35,7 +35,8 @@ function assertTiming(t: { median: number; min: number; max: number; runs: numbe
 async function fixtureFlops(
   length: number,
   mapping: readonly number[],
-): Promise<{ base: number; kvp: number }> {
+  decodePast = length,
+): Promise<{ base: number; kvp: number; decode: number }> {
   const file = await SafetensorsFile.open(FIXTURE);
   const shape = (name: string) => file.info(name).shape;
   const names = [...file.tensors.keys()];
@@ -77,6 +78,8 @@ async function fixtureFlops(
     base: transformer("base", length, 0, 1),
     kvp: transformer("auxiliary", length - 1, 0, 0, Math.max(...mapping)) + predictor +
       transformer("base", 1, length - 1, 1),
+    // One decode step of the base: one new token after `decodePast` cached ones.
+    decode: transformer("base", 1, decodePast, 1),
   };
 }
 
@@ -128,7 +131,8 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
   assert.deepEqual(seen.sort(), ["fp32@12", "fp32@4", "q8@12", "q8@4"]);
   for (const l of report.lengths) {
     const what = `${l.dtype} length ${l.promptLength}`;
-    const count = await fixtureFlops(l.promptLength, manifest.model.mapping);
+    // The median of 32 decode steps is the 17th: one token after promptLength + 16.
+    const count = await fixtureFlops(l.promptLength, manifest.model.mapping, l.promptLength + 16);
     assert.ok(count.base > count.kvp, "the count itself favours KV prediction");
     assert.ok(
       Math.abs(l.flopsRatio / (count.base / count.kvp) - 1) < 1e-12,
@@ -148,6 +152,16 @@ Deno.test("bench --json: every variant with its dtype, FLOPs against an independ
       assert.ok(Math.abs(flops / count[mode] - 1) < 1e-9, `${what} ${mode}: ${flops} FLOPs`);
     }
     assert.ok(l.speedup > 0 && l.flopsEfficiency > 0, what);
+    assert.ok(
+      Math.abs(l.decodeFlops / (report.batch * count.decode) - 1) < 1e-12,
+      `${what}: decode step FLOPs ${l.decodeFlops}, counted ${count.decode}`,
+    );
+    // The step's median over the time its counted FLOPs take at the base prefill's rate.
+    const atPrefillRate = 1000 * count.decode / (count.base / (l.ttft.base.median / 1000));
+    assert.ok(
+      Math.abs(l.decodeVsFlops / (l.decodeStep.base.median / atPrefillRate) - 1) < 1e-9,
+      `${what}: decode against FLOPs ${l.decodeVsFlops}`,
+    );
   }
   assertTiming(report.peak.timing, "peak");
   const [m, k, n] = report.peak.shape;
