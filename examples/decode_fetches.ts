@@ -1,0 +1,126 @@
+/**
+ * One-off measurement (not part of the tests): what a decode step costs with
+ * different outputs asked of ONNX Runtime, on one fused bundle's variant,
+ * the same step (one token after N, from the same state) run again and again,
+ * the kinds alternating; prints each kind's median. The kinds:
+ *
+ * - `bound`: the in-place decode (`OrtModel.inPlace`), each present output
+ *   bound to its past input's buffer;
+ * - `boundSep`: the present outputs bound to buffers of their own;
+ * - `copyAll`: every output, allocated by ONNX Runtime (`inPlace: false`);
+ * - `logitsOnly`: the logits alone, the cache left to ONNX Runtime's arena:
+ *   an upper bound of what a decode returning only the new keys and values
+ *   (the cache grown in JavaScript) would save, as onnxruntime-node 1.30
+ *   copies every returned output into a new buffer.
+ *
+ * Timing only: the step's outputs are freed, not carried on. Arguments:
+ * bundle, variant, prompt length, batch, steps, mode.
+ *
+ * ```sh
+ * deno run -A examples/decode_fetches.ts b-fused fp32 2016 1 12 base
+ * ```
+ *
+ * @module
+ */
+import { IO } from "../bundle/contract.ts";
+import type { OrtTensor } from "../runtime/engine.ts";
+import { OrtModel, type OrtStep } from "../runtime/ort.ts";
+import type { Mode } from "../runtime/types.ts";
+
+const [dir, variant, n, batch, steps] = [
+  Deno.args[0],
+  Deno.args[1] ?? "q8",
+  Number(Deno.args[2] ?? 59),
+  Number(Deno.args[3] ?? 64),
+  Number(Deno.args[4] ?? 12),
+];
+const mode = (Deno.args[5] ?? "base") as Mode;
+const inPlace = await OrtModel.load(dir, { variant, verify: false });
+const copying = await OrtModel.load(dir, { variant, verify: false, inPlace: false });
+const prompts = Array.from(
+  { length: batch },
+  (_, r) => Array.from({ length: n }, (_, i) => (i * 7 + r * 13) % 1000 + 3),
+);
+const token = new Int32Array(batch).fill(5);
+// One decode step first, so that the in-place state has room for the next token.
+const grown = await inPlace.decode(
+  await inPlace.prefill(inPlace.batch(prompts), mode),
+  token,
+  1,
+  mode,
+);
+const plain = await copying.decode(
+  await copying.prefill(copying.batch(prompts), mode),
+  token,
+  1,
+  mode,
+);
+const layers = inPlace.description.base.numLayers;
+
+/** The feeds of the step after `state`: one token per row, the mask one column wider. */
+function feedsAfter(model: OrtModel, state: OrtStep): Record<string, OrtTensor> {
+  const w = state.mask.length / batch;
+  const mask = new BigInt64Array(batch * (w + 1));
+  for (let r = 0; r < batch; r++) {
+    for (let c = 0; c < w; c++) mask[r * (w + 1) + c] = BigInt(state.mask[r * w + c]);
+    mask[r * (w + 1) + w] = 1n;
+  }
+  const feeds: Record<string, OrtTensor> = {
+    [IO.inputIds]: model.engine.tensor("int64", new BigInt64Array(batch).fill(5n), [batch, 1]),
+    [IO.attentionMask]: model.engine.tensor("int64", mask, [batch, w + 1]),
+  };
+  for (let i = 0; i < layers; i++) {
+    feeds[IO.pastKey(i)] = state.past[2 * i];
+    feeds[IO.pastValue(i)] = state.past[2 * i + 1];
+  }
+  return feeds;
+}
+
+/** Every output, the cache's bound to `cache` (key and value per layer). */
+function boundTo(names: readonly string[], cache: readonly OrtTensor[]) {
+  const fetches: Record<string, OrtTensor | null> = Object.fromEntries(
+    names.map((name) => [name, null]),
+  );
+  for (let i = 0; i < layers; i++) {
+    fetches[IO.presentKey(i)] = cache[2 * i];
+    fetches[IO.presentValue(i)] = cache[2 * i + 1];
+  }
+  return fetches;
+}
+
+const [a, b] = [await inPlace.session(mode), await copying.session(mode)];
+const [fa, fb] = [feedsAfter(inPlace, grown), feedsAfter(copying, plain)];
+const own = grown.past.map((t) =>
+  inPlace.engine.tensor("float32", new Float32Array((t.data as Float32Array).length), t.dims)
+);
+const kinds: Record<string, () => Promise<Record<string, OrtTensor>>> = {
+  bound: () => a.run(fa, boundTo(a.outputs, grown.past)),
+  boundSep: () => a.run(fa, boundTo(a.outputs, own)),
+  copyAll: () => b.run(fb),
+  logitsOnly: () => b.run(fb, { [IO.logits]: null }),
+};
+const kept = new Set<ArrayBufferLike>(
+  [...Object.values(fa), ...Object.values(fb), ...grown.past, ...own].map((t) =>
+    (t.data as ArrayBufferView).buffer
+  ),
+);
+const ms: Record<string, number[]> = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
+for (let s = 0; s < steps; s++) {
+  for (const [kind, run] of Object.entries(kinds)) {
+    const t0 = performance.now();
+    const out = await run();
+    ms[kind].push(performance.now() - t0);
+    // Free the returned copies now, as OrtModel.dispose does in a real decode.
+    for (const t of Object.values(out)) {
+      const buffer = (t.data as ArrayBufferView).buffer;
+      if (!kept.has(buffer) && buffer instanceof ArrayBuffer) buffer.transfer(0);
+    }
+  }
+}
+const median = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];
+console.log(
+  `${variant} ${mode} batch ${batch} after ${n}: ` +
+    Object.entries(ms).map(([k, v]) => `${k} ${median(v).toFixed(1)} ms`).join(", "),
+);
+await inPlace.release();
+await copying.release();
