@@ -23,6 +23,7 @@
  * @module
  */
 import { IO } from "../bundle/contract.ts";
+import { extendMask } from "../runtime/batch.ts";
 import type { OrtTensor } from "../runtime/engine.ts";
 import { OrtModel, type OrtStep } from "../runtime/ort.ts";
 import type { Mode } from "../runtime/types.ts";
@@ -57,17 +58,15 @@ const plain = await copying.decode(
 );
 const layers = inPlace.description.base.numLayers;
 
-/** The feeds of the step after `state`: one token per row, the mask one column wider. */
+/** The feeds of the step after `state`: `token` for every row, the mask one column wider. */
 function feedsAfter(model: OrtModel, state: OrtStep): Record<string, OrtTensor> {
-  const w = state.mask.length / batch;
-  const mask = new BigInt64Array(batch * (w + 1));
-  for (let r = 0; r < batch; r++) {
-    for (let c = 0; c < w; c++) mask[r * (w + 1) + c] = BigInt(state.mask[r * w + c]);
-    mask[r * (w + 1) + w] = 1n;
-  }
+  const mask = extendMask(state.mask, batch, token, 1, model.description.base.vocabSize);
   const feeds: Record<string, OrtTensor> = {
-    [IO.inputIds]: model.engine.tensor("int64", new BigInt64Array(batch).fill(5n), [batch, 1]),
-    [IO.attentionMask]: model.engine.tensor("int64", mask, [batch, w + 1]),
+    [IO.inputIds]: model.engine.tensor("int64", BigInt64Array.from(token, BigInt), [batch, 1]),
+    [IO.attentionMask]: model.engine.tensor("int64", BigInt64Array.from(mask, BigInt), [
+      batch,
+      mask.length / batch,
+    ]),
   };
   for (let i = 0; i < layers; i++) {
     feeds[IO.pastKey(i)] = state.past[2 * i];

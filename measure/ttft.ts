@@ -75,7 +75,8 @@ export interface LengthReport {
   /**
    * The base-only decode step's median over the time its FLOPs take at the
    * base-only prefill's achieved FLOP/s: 1 where a step runs as efficiently
-   * as the prefill (a decode step reads every weight for few rows, so it is usually above 1).
+   * as the prefill (a decode step reads every weight for few rows, so it is
+   * usually above 1).
    */
   decodeVsFlops: number;
 }
