@@ -131,7 +131,7 @@ export { ATTENTION_FORMS, type AttentionForm, type FusedOps } from "./graphs/_fu
 export type { WeightLayout, WeightSpec } from "./graphs/weights.ts";
 export type { ExternalRef, ModelProto } from "./graphs/builder.ts";
 export { matmulModel } from "./graphs/probe.ts";
-export { type OrtLoadOptions, OrtModel, type OrtStep } from "./runtime/ort.ts";
+export { type CacheUpdate, type OrtLoadOptions, OrtModel, type OrtStep } from "./runtime/ort.ts";
 export type {
   Engine,
   EngineSession,

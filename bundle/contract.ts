@@ -43,6 +43,15 @@ export const IO = {
   logits: "logits",
   presentKey: (i: number): string => `present.${i}.key`,
   presentValue: (i: number): string => `present.${i}.value`,
+  /**
+   * The keys (after k-norm and RoPE) the run appends to the cache, `[B, S, k,
+   * hd]` float32: an output of the fused form's float32 graphs only, besides
+   * the §5 ones (transformers.js reads `logits` and `present.*` and ignores
+   * it), for a runtime that holds the cache itself (runtime/ort.ts).
+   */
+  appendedKey: (i: number): string => `appended.${i}.key`,
+  /** The values the run appends to the cache, as {@link IO.appendedKey}. */
+  appendedValue: (i: number): string => `appended.${i}.value`,
 } as const;
 
 /**

@@ -4,14 +4,17 @@
  * the same step (one token after N, from the same state) run again and again,
  * the kinds alternating; prints each kind's median. The kinds:
  *
- * - `bound`: the in-place decode (`OrtModel.inPlace`), each present output
- *   bound to its past input's buffer;
+ * - `appended`: the in-place decode (`OrtModel.inPlace`, `CacheUpdate`
+ *   `append`): the logits and the new keys and values (`appended.*`), the
+ *   past fed with room;
+ * - `bound`: each present output bound to its past input's buffer (the
+ *   in-place decode before the graphs had `appended.*`);
  * - `boundSep`: the present outputs bound to buffers of their own;
- * - `copyAll`: every output, allocated by ONNX Runtime (`inPlace: false`);
+ * - `copyAll`: every output but `appended.*`, allocated by ONNX Runtime
+ *   (`inPlace: false`);
  * - `logitsOnly`: the logits alone, the cache left to ONNX Runtime's arena:
- *   an upper bound of what a decode returning only the new keys and values
- *   (the cache grown in JavaScript) would save, as onnxruntime-node 1.30
- *   copies every returned output into a new buffer.
+ *   the least a step can return, as onnxruntime-node 1.30 copies every
+ *   returned output into a new buffer.
  *
  * Timing only: the step's outputs are freed, not carried on. Arguments:
  * bundle, variant, prompt length, batch, steps, mode.
@@ -92,10 +95,14 @@ const [fa, fb] = [feedsAfter(inPlace, grown), feedsAfter(copying, plain)];
 const own = grown.past.map((t) =>
   inPlace.engine.tensor("float32", new Float32Array((t.data as Float32Array).length), t.dims)
 );
+const only = (names: string[]) => Object.fromEntries(names.map((name) => [name, null]));
+const each = (f: (i: number) => string[]) => Array.from({ length: layers }, (_, i) => f(i)).flat();
 const kinds: Record<string, () => Promise<Record<string, OrtTensor>>> = {
+  appended: () =>
+    a.run(fa, only([IO.logits, ...each((i) => [IO.appendedKey(i), IO.appendedValue(i)])])),
   bound: () => a.run(fa, boundTo(a.outputs, grown.past)),
   boundSep: () => a.run(fa, boundTo(a.outputs, own)),
-  copyAll: () => b.run(fb),
+  copyAll: () => b.run(fb, only(b.outputs.filter((name) => !name.startsWith("appended.")))),
   logitsOnly: () => b.run(fb, { [IO.logits]: null }),
 };
 const kept = new Set<ArrayBufferLike>(

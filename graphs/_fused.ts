@@ -137,10 +137,10 @@ export function gqaAttention(
  * (the other is empty at run time). An If node per layer picks the
  * GroupQueryAttention that reads it, so neither is concatenated to the
  * other: a cache given as a graph input reaches GroupQueryAttention as that
- * input's own buffer. A caller that binds the present output to the past
- * input's buffer (of room for the new tokens) then has the new keys and
- * values written into it in place, the cache so far neither zeroed nor
- * copied (runtime/ort.ts, the in-place decode).
+ * input's own buffer, copied once into the present rather than twice (a
+ * caller that binds the present output to that buffer, with room, has only
+ * the new keys and values written; onnxruntime-node returns a bound output
+ * as a copy all the same, so runtime/ort.ts appends them itself).
  */
 export function gqaAttentionEither(
   g: GraphBuilder,

@@ -459,8 +459,10 @@ export interface LayerInputs {
 }
 
 /**
- * One pre-norm transformer layer. Returns the new residual, the present cache
- * and raw K/V. In an f16 graph (`inputs.f16`) the linear layers read and
+ * One pre-norm transformer layer. Returns the new residual, the present cache,
+ * the new tokens' own cache entries (`fresh`: keys after k-norm and RoPE,
+ * values, `[B, S, k, hd]`, what the present appends to the past) and raw K/V.
+ * In an f16 graph (`inputs.f16`) the linear layers read and
  * write float16 and the cache is float16, while the RMSNorms (q/k-norm and
  * RoPE with them) and attention compute in float32 from Casts.
  */
@@ -471,7 +473,7 @@ export function transformerLayer(
   x: string,
   w: LayerWeightNames,
   inputs: LayerInputs,
-): { x: string; present: KvPair; rawKey: string; rawValue: string } {
+): { x: string; present: KvPair; fresh: KvPair; rawKey: string; rawValue: string } {
   const q = t.numQueryHeads[i], k = t.numKvHeads[i], hd = t.headDim, f = t.ffnDims[i];
   const group = q / k;
   const f16 = inputs.f16;
@@ -508,7 +510,13 @@ export function transformerLayer(
           inputs.gqa,
           { q, k, hd },
         );
-        return { out: w.out(fused.context), present: fused.present, rawKey, rawValue };
+        return {
+          out: w.out(fused.context),
+          present: fused.present,
+          freshKey: kr,
+          rawKey,
+          rawValue,
+        };
       }
       const past = inputs.past.length > 1
         ? {
@@ -517,7 +525,7 @@ export function transformerLayer(
         }
         : inputs.past[0];
       const fused = gqaAttention(g, scale(qr), kr, rawValue, past, inputs.gqa, { q, k, hd });
-      return { out: w.out(fused.context), present: fused.present, rawKey, rawValue };
+      return { out: w.out(fused.context), present: fused.present, freshKey: kr, rawKey, rawValue };
     }
     // One Concat per cache: a piece that is empty at run time costs nothing.
     const append = (past: string[], fresh: string) => {
@@ -551,7 +559,13 @@ export function transformerLayer(
       g.op("Transpose", [ctx], { perm: [0, 3, 1, 2, 4] }),
       g.ints([0, 0, q * hd]),
     ]);
-    return { out: w.out(cast(g, merged, "float32", lin)), present, rawKey, rawValue };
+    return {
+      out: w.out(cast(g, merged, "float32", lin)),
+      present,
+      freshKey: kr,
+      rawKey,
+      rawValue,
+    };
   });
   // The residual add and the pre-FFN norm (one SkipSimplifiedLayerNormalization where fused).
   const skip = ops.skipNorm && !f16
@@ -569,6 +583,7 @@ export function transformerLayer(
   return {
     x: g.op("Add", [x1, cast(g, ffn, lin, res)]),
     present: attn.present,
+    fresh: { key: attn.freshKey, value: attn.rawValue },
     rawKey: attn.rawKey,
     rawValue: attn.rawValue,
   };

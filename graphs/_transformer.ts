@@ -121,8 +121,8 @@ export class Weights {
 }
 
 /**
- * Embedding, layers; returns the final residual stream, present caches and
- * raw K/V. `pastSelect`: see `LayerInputs.pastSelect` in _layers.ts (each layer's `past` is
+ * Embedding, layers; returns the final residual stream, present caches, the
+ * new tokens' own cache entries (`fresh`, `[B, S, k, hd]`) and raw K/V. `pastSelect`: see `LayerInputs.pastSelect` in _layers.ts (each layer's `past` is
  * two pieces, one empty at run time).
  */
 export function transformer(
@@ -144,6 +144,7 @@ export function transformer(
     // GroupQueryAttention computes in float32 only: f16 graphs keep the plain attention.
     const gqa = w.ops.attention && !f16 ? gqaMasks(g, bias) : undefined;
     const present: KvPair[] = [];
+    const fresh: KvPair[] = [];
     const raw: KvPair[] = [];
     for (let i = 0; i < t.numLayers; i++) {
       const n = (key: Parameters<typeof layerName>[2]) => w.get(layerName(part, i, key));
@@ -162,8 +163,9 @@ export function transformer(
         }, { rope, bias, past: past[i] ?? [], f16, ops: w.ops, gqa, pastSelect }));
       x = out.x;
       present.push(out.present);
+      fresh.push(out.fresh);
       raw.push({ key: out.rawKey, value: out.rawValue });
     }
-    return { x, present, raw };
+    return { x, present, fresh, raw };
   });
 }

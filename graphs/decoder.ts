@@ -255,7 +255,7 @@ export function buildDecoder(
   const newPositions = slice(g, positions, 1, g.op("Neg", [dim(g, ids, 1)]));
   const bias = attentionBias(g, IO.attentionMask, ids);
   // The fused form reads the past input itself in decode (no Concat with the
-  // empty prediction), which lets a runtime update the cache in place.
+  // empty prediction, so the cache is copied once, into the present).
   const out = transformer(g, w, "base", base, ids, newPositions, bias, cache, prefilling);
   g.output(lastLogits(g, w, "base", base, out.x), "float32", [B, 1, base.vocabSize], IO.logits);
   out.present.forEach((p, i) => {
@@ -263,6 +263,15 @@ export function buildDecoder(
     g.output(p.key, cacheType, dims, IO.presentKey(i));
     g.output(p.value, cacheType, dims, IO.presentValue(i));
   });
+  // Where GroupQueryAttention reads the past input itself, the new tokens' own entries
+  // as well: a runtime that holds the cache with room appends them (runtime/ort.ts).
+  if (w.ops.attention && !w.f16) {
+    out.fresh.forEach((p, i) => {
+      const dims = [B, "new_tokens", base.numKvHeads[i], base.headDim];
+      g.output(p.key, "float32", dims, IO.appendedKey(i));
+      g.output(p.value, "float32", dims, IO.appendedValue(i));
+    });
+  }
   return g.model(
     kind === "kvp"
       ? "KV Prediction decoder: empty past = auxiliary + predictor + base on the last token; else base decode"

@@ -89,9 +89,9 @@ export interface OrtLoadOptions {
    * Decode in place where the graph allows it (default true): on the CPU,
    * in a fused bundle's float32 variants (GroupQueryAttention reads the past
    * input itself), the cache is held with room for more tokens and each
-   * decode step's GroupQueryAttention writes the new keys and values into
-   * that room, rather than zeroing a new present cache and copying the past
-   * into it ({@link OrtModel.inPlace}). The tokens and logits are the same
+   * decode step's new keys and values are written into that room, rather
+   * than the whole cache returned by every step ({@link OrtModel.inPlace},
+   * {@link CacheUpdate}). The tokens and logits are the same
    * (tests/inplace_test.ts); `false` runs every step as transformers.js does.
    */
   inPlace?: boolean;
@@ -113,11 +113,22 @@ export interface OrtStep extends Step {
 }
 
 /**
+ * How a decode step updates the cache ({@link OrtModel.cacheUpdate}):
+ * - `append`: the runtime holds the cache with room; a step fetches the
+ *   logits and the new tokens' own keys and values (`appended.*`) and writes
+ *   them into the room, while the graph's `present.*` stay inside ONNX
+ *   Runtime (onnxruntime-node 1.30 would return each as a new copy of the
+ *   whole cache, bound to a buffer or not);
+ * - `copy`: each step returns the whole new cache, as for transformers.js.
+ */
+export type CacheUpdate = "append" | "copy";
+
+/**
  * The columns an in-place decode allocates for a cache that must hold
  * `needed`: `needed` and a sixteenth more (at least 16), so the cache is
- * copied into a larger buffer once every `needed / 16` steps while each
- * step's output copy stays within a sixteenth of the cache; never past the
- * context length where `needed` fits in it.
+ * copied into a larger buffer once every `needed / 16` steps while the room
+ * stays within a sixteenth of the cache (ONNX Runtime reads it as past
+ * columns, masked); never past the context length where `needed` fits in it.
  */
 export function cacheRoom(needed: number, contextLength: number): number {
   const room = needed + Math.max(16, Math.ceil(needed / 16));
@@ -128,6 +139,13 @@ export function cacheRoom(needed: number, contextLength: number): number {
 export class OrtModel implements KvpRuntime<OrtStep> {
   private sessions = new Map<Mode, EngineSession>();
   private profiles: Placement[] = [];
+  /**
+   * The cache buffers an appending decode writes into: the columns written
+   * so far (a state may append only where it ends, so a state decoded from
+   * twice never has its child's columns overwritten) and the live states
+   * that read them (freed when the last one is disposed).
+   */
+  private rooms = new WeakMap<ArrayBufferLike, { written: number; users: number }>();
 
   /** Intra-op threads of its sessions. */
   get threads(): number {
@@ -200,30 +218,44 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   }
 
   /**
-   * Whether decode steps run in place, in both graphs (the
-   * {@link OrtLoadOptions.inPlace} option): the cache is fed with room for
-   * the new tokens and the present outputs are bound to the same buffers,
-   * which GroupQueryAttention then extends where they are. Only the CPU
-   * binding takes output buffers, and only the fused form's float32 graphs
-   * read the past input without copying it (f16 variants keep the plain
-   * attention, whose Concat writes a new cache). The outputs are still copied
-   * into new buffers by onnxruntime-node 1.30; those become the next state,
-   * room included, so a state is never changed where it is read.
+   * Whether decode steps may run in place (the {@link OrtLoadOptions.inPlace}
+   * option, on the CPU, in the fused form's float32 variants): the cache is
+   * held with room for the new tokens, and each step writes them into it
+   * ({@link OrtModel.cacheUpdate} says whether a graph does). A state is
+   * never changed where it is read: the next one shares its buffers and
+   * writes only past its length, and a state decoded from again moves to
+   * new buffers.
    */
   inPlace(): boolean {
     return this.options.inPlace !== false && this.engine.device === "cpu" &&
       this.manifest.attention === "fused" && this.variant.cacheType === "float32";
   }
 
-  /** One run of `mode`'s graph: feeds, outputs, the cache as the next state. */
+  /**
+   * How `mode`'s decode steps update the cache: `append` where
+   * {@link OrtModel.inPlace} and the graph outputs the new keys and values
+   * (fused bundles written before it did decode by copying), else `copy`.
+   */
+  async cacheUpdate(mode: Mode): Promise<CacheUpdate> {
+    if (!this.inPlace()) return "copy";
+    const outputs = (await this.session(mode)).outputs;
+    return outputs.includes(IO.appendedKey(0)) ? "append" : "copy";
+  }
+
+  /**
+   * One run of `mode`'s graph: feeds, outputs, the cache as the next state.
+   * `update` as {@link CacheUpdate}; `append` returns the new keys and values
+   * (`appended`) and no cache (the step's `past` empty), which the caller
+   * writes into `state.past`'s room.
+   */
   private async run(
     mode: Mode,
     ids: BigInt64Array,
     seq: number,
     state: { batch: number; past: ort.Tensor[] },
     mask: Uint8Array,
-    bound = false,
-  ): Promise<OrtStep> {
+    update: CacheUpdate = "copy",
+  ): Promise<{ step: OrtStep; appended: ort.Tensor[] }> {
     const { batch } = state;
     const { base } = this.description;
     const feeds: Record<string, ort.Tensor> = {
@@ -237,34 +269,33 @@ export class OrtModel implements KvpRuntime<OrtStep> {
       feeds[IO.pastKey(i)] = state.past[2 * i];
       feeds[IO.pastValue(i)] = state.past[2 * i + 1];
     }
-    // Bound: each present output is written into its past input's buffer.
+    // Every output (a validator's tapped graphs have more) but the cache this
+    // update does not read: the new entries where it holds the cache, else the
+    // appended ones (at a prefill, as long as the cache).
     const session = await this.session(mode);
-    let fetches: Record<string, ort.Tensor | null> | undefined;
-    if (bound) {
-      // Every output (a validator's tapped graphs have more), the cache's bound.
-      fetches = Object.fromEntries(session.outputs.map((name) => [name, null]));
-      for (let i = 0; i < base.numLayers; i++) {
-        fetches[IO.presentKey(i)] = state.past[2 * i];
-        fetches[IO.presentValue(i)] = state.past[2 * i + 1];
-      }
-    }
+    const cacheNames = (f: (i: number) => string[]) =>
+      new Set(Array.from({ length: base.numLayers }, (_, i) => f(i)).flat());
+    const skip = update === "append"
+      ? cacheNames((i) => [IO.presentKey(i), IO.presentValue(i)])
+      : cacheNames((i) => [IO.appendedKey(i), IO.appendedValue(i)]);
+    const fetches: Record<string, ort.Tensor | null> = Object.fromEntries(
+      session.outputs.filter((name) => !skip.has(name)).map((name) => [name, null]),
+    );
     const out = await session.run(feeds, fetches);
     this.options.onOutputs?.(mode, out);
+    const logits = floatValues(out[IO.logits]);
+    if (update === "append") {
+      const appended: ort.Tensor[] = [];
+      for (let i = 0; i < base.numLayers; i++) {
+        appended.push(out[IO.appendedKey(i)], out[IO.appendedValue(i)]);
+      }
+      return { step: { batch, mask, past: [], logits }, appended };
+    }
     const past: ort.Tensor[] = [];
     for (let i = 0; i < base.numLayers; i++) {
       past.push(out[IO.presentKey(i)], out[IO.presentValue(i)]);
     }
-    if (bound) {
-      // onnxruntime-node 1.30 returns a bound output as a copy; a binding that
-      // handed back the buffer itself would make two states share one cache.
-      past.forEach((t, j) => {
-        if ((t.data as ArrayBufferView).buffer !== (state.past[j].data as ArrayBufferView).buffer) {
-          return;
-        }
-        past[j] = this.engine.tensor("float32", (t.data as Float32Array).slice(), t.dims);
-      });
-    }
-    return { batch, mask, past, logits: floatValues(out[IO.logits]) };
+    return { step: { batch, mask, past, logits }, appended: [] };
   }
 
   /** The element type of the graph's cache inputs (float16 in the f16 variants). */
@@ -281,13 +312,14 @@ export class OrtModel implements KvpRuntime<OrtStep> {
       const empty = this.engine.tensor(type, emptyData(type), [input.batch, k, 0, base.headDim]);
       return [empty, empty];
     });
-    return this.run(
+    const { step } = await this.run(
       mode,
       BigInt64Array.from(input.ids, BigInt),
       input.width,
       { batch: input.batch, past },
       input.mask,
     );
+    return step;
   }
 
   /** Appends `tokens` (`[batch, seq]`) to the cache; `mode` picks the graph that runs it. */
@@ -299,18 +331,30 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   ): Promise<OrtStep> {
     const mask = extendMask(state.mask, state.batch, tokens, seq, this.description.base.vocabSize);
     const ids = BigInt64Array.from(tokens, BigInt);
-    if (!this.inPlace()) return this.run(mode, ids, seq, state, mask);
-    const needed = mask.length / state.batch;
-    if (state.past[0].dims[2] >= needed) return this.run(mode, ids, seq, state, mask, true);
-    // No room: the cache moves to larger buffers, which serve this one step.
-    const room = cacheRoom(needed, contextLengthOf(this.description));
-    const past = _withRoom(this.engine, state.past, needed - seq, room);
-    // run() never lets the next state keep a bound buffer, so these can go at once.
-    try {
-      return await this.run(mode, ids, seq, { batch: state.batch, past }, mask, true);
-    } finally {
-      for (const t of past) _detach(t.data);
+    const update = await this.cacheUpdate(mode);
+    if (update === "copy") return (await this.run(mode, ids, seq, state, mask)).step;
+    const length = state.mask.length / state.batch, needed = length + seq;
+    // The state's room, where it has enough and ends where the room was written.
+    const ends = state.past.every((t) => this.rooms.get(_buffer(t))?.written === length);
+    let past = state.past;
+    if (!ends || past[0].dims[2] < needed) {
+      // The cache moves to new buffers with room, which the next states share.
+      past = _withRoom(
+        this.engine,
+        past,
+        length,
+        cacheRoom(needed, contextLengthOf(this.description)),
+      );
+      for (const t of past) this.rooms.set(_buffer(t), { written: length, users: 0 });
     }
+    const run = await this.run(mode, ids, seq, { batch: state.batch, past }, mask, "append");
+    run.appended.forEach((fresh, j) => _appendColumns(past[j], fresh, length));
+    for (const t of past) {
+      const room = this.rooms.get(_buffer(t))!;
+      room.written = needed;
+      room.users++;
+    }
+    return { batch: state.batch, mask, past, logits: run.step.logits };
   }
 
   /**
@@ -350,7 +394,12 @@ export class OrtModel implements KvpRuntime<OrtStep> {
    */
   dispose(state: OrtStep): void {
     if (this.options.onOutputs) return;
-    for (const t of state.past) _detach(t.data);
+    for (const t of state.past) {
+      // An appending decode's buffers go with the last state that reads them.
+      const room = this.rooms.get(_buffer(t));
+      if (room && --room.users > 0) continue;
+      _detach(t.data);
+    }
     _detach(state.logits);
   }
 
@@ -490,6 +539,29 @@ function _withRoom(
       headDim,
     ]);
   });
+}
+
+/** The buffer behind a tensor's data. */
+function _buffer(t: OrtTensor): ArrayBufferLike {
+  return (t.data as ArrayBufferView).buffer;
+}
+
+/**
+ * Writes a run's new entries `fresh` `[B, S, k, hd]` into a cache held with
+ * room, `cache` `[B, k, room, hd]`, at columns `at`…`at + S − 1`.
+ */
+function _appendColumns(cache: OrtTensor, fresh: OrtTensor, at: number): void {
+  const [batch, heads, room, headDim] = cache.dims;
+  const seq = fresh.dims[1];
+  const to = cache.data as Float32Array, from = fresh.data as Float32Array;
+  for (let b = 0; b < batch; b++) {
+    for (let s = 0; s < seq; s++) {
+      for (let h = 0; h < heads; h++) {
+        const src = ((b * seq + s) * heads + h) * headDim;
+        to.set(from.subarray(src, src + headDim), ((b * heads + h) * room + at + s) * headDim);
+      }
+    }
+  }
 }
 
 /** Detaches the buffer behind `data` where `data` is the whole of it (an output's own buffer). */

@@ -1,17 +1,20 @@
 /**
- * The in-place decode (runtime/ort.ts `OrtModel.inPlace`): on a fused
- * bundle's float32 variants the cache is held with room and each decode
- * step's GroupQueryAttention writes the new keys and values into it. On the
- * trained fixture, for both graphs, a left-padded batch of mixed lengths and
- * enough steps to outgrow the room: the same logits bit for bit as the
- * copying decode (`inPlace: false`), the same cache, rows selected and merged
- * as before; the room is never zeroed (so GroupQueryAttention did not write a
- * new cache); and where it does not apply (plain form, f16) nothing changes.
+ * The in-place decode (runtime/ort.ts `OrtModel.inPlace`, `CacheUpdate`
+ * `append`): on a fused bundle's float32 variants the cache is held with
+ * room, and each decode step fetches the new keys and values (`appended.*`)
+ * and writes them into it. On the trained fixture, for both graphs, a
+ * left-padded batch of mixed lengths and enough steps to outgrow the room:
+ * the same logits bit for bit as the copying decode (`inPlace: false`), the
+ * same cache, rows selected and merged as before; the next state shares the
+ * room, a state decoded from twice keeps what its first child wrote, and
+ * disposing a state frees nothing a later one reads; where it does not apply
+ * (plain form, f16) the graphs have no `appended.*` and nothing changes.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
+import { IO } from "../bundle/contract.ts";
 import { variantFromName } from "../converters/model/precision.ts";
 import { convert } from "../graphs/bundle.ts";
 import { argmaxRows } from "../runtime/greedy.ts";
@@ -71,6 +74,8 @@ Deno.test("in-place decode: the same logits and cache as copying, room kept, row
     for (const mode of ["kvp", "base"] as const) {
       await t.step(`${variant} ${mode}: logits bit for bit, cache, room`, async () => {
         assert.ok(inPlace.inPlace() && !copying.inPlace());
+        assert.equal(await inPlace.cacheUpdate(mode), "append");
+        assert.equal(await copying.cacheUpdate(mode), "copy");
         const a = await run(inPlace, ids, mode), b = await run(copying, ids, mode);
         a.logits.forEach((l, s) => assert.deepEqual(l, b.logits[s], `step ${s}`));
         const width = (s: OrtStep) => s.mask.length / s.batch;
@@ -90,26 +95,52 @@ Deno.test("in-place decode: the same logits and cache as copying, room kept, row
         assert.ok(rooms.every((r, s) => r >= width(a.states[s + 1])));
         assert.ok(new Set(rooms).size >= 2, `the room was outgrown: ${rooms}`);
       });
-      await t.step(`${variant} ${mode}: the room is written in place, never zeroed`, async () => {
-        const input = inPlace.batch(ids);
-        const vocab = inPlace.description.base.vocabSize;
-        const s1 = await inPlace.decode(
-          await inPlace.prefill(input, mode),
-          argmaxRows(new Float32Array(input.batch * vocab), input.batch, vocab),
-          1,
-          mode,
-        );
-        const [, , room, hd] = s1.past[0].dims;
-        const data = s1.past[0].data as Float32Array;
-        data[room * hd - 1] = 12345; // last column of row 0, head 0: room no step has reached
-        const s2 = await inPlace.decode(s1, argmaxRows(s1.logits, input.batch, vocab), 1, mode);
-        const w = s1.mask.length / s1.batch;
-        const next = s2.past[0].data as Float32Array;
-        // GroupQueryAttention wrote the new key into s1's room, and zeroed nothing.
-        assert.deepEqual(data.subarray(w * hd, (w + 1) * hd), next.subarray(w * hd, (w + 1) * hd));
-        assert.equal(next[room * hd - 1], 12345);
-        assert.notEqual(next, data, "the next state has its own buffers");
-      });
+      await t.step(
+        `${variant} ${mode}: states share the room, and never see a sibling's`,
+        async () => {
+          const input = inPlace.batch(ids);
+          const vocab = inPlace.description.base.vocabSize;
+          const next = (m: OrtModel, s: OrtStep, shift = 0) =>
+            m.decode(
+              s,
+              argmaxRows(s.logits, input.batch, vocab).map((v) => (v + shift) % vocab),
+              1,
+              mode,
+            );
+          const [a1, b1] = [
+            await next(inPlace, await inPlace.prefill(input, mode)),
+            await next(copying, await copying.prefill(input, mode)),
+          ];
+          const a2 = await next(inPlace, a1), b2 = await next(copying, b1);
+          const buffer = (s: OrtStep) => (s.past[0].data as Float32Array).buffer;
+          assert.equal(buffer(a2), buffer(a1), "the next state writes into its parent's room");
+          // A second child of a1 (other tokens) must not overwrite a2's column: it moves.
+          const a2b = await next(inPlace, a1, 7), b2b = await next(copying, b1, 7);
+          assert.notEqual(buffer(a2b), buffer(a1));
+          assert.deepEqual(a2b.logits, b2b.logits);
+          // Disposing the parent and the sibling leaves a2 whole: it decodes as copying's does.
+          inPlace.dispose(a1);
+          inPlace.dispose(a2b);
+          const x = inPlace.cache(a2), y = copying.cache(b2);
+          x.forEach((layer, i) => assert.deepEqual(layer.key, y[i].key, `layer ${i} keys`));
+          x.forEach((layer, i) => assert.deepEqual(layer.value, y[i].value, `layer ${i} values`));
+          const a3 = await next(inPlace, a2), b3 = await next(copying, b2);
+          assert.deepEqual(a3.logits, b3.logits);
+          assert.equal(buffer(a3), buffer(a2));
+          // Three tokens in one step (GroupQueryAttention takes several only for one row):
+          // appended in order, as copying's Concat has them.
+          const [a1r, b1r] = [inPlace.selectRows(a3, [1]), copying.selectRows(b3, [1])];
+          const three = Int32Array.from([5, 16, 27]);
+          const a4 = await inPlace.decode(a1r, three, 3, mode),
+            b4 = await copying.decode(b1r, three, 3, mode);
+          assert.deepEqual(a4.logits, b4.logits);
+          const x4 = inPlace.cache(a4), y4 = copying.cache(b4);
+          x4.forEach((layer, i) => {
+            assert.deepEqual(layer.key, y4[i].key, `layer ${i} keys`);
+            assert.deepEqual(layer.value, y4[i].value, `layer ${i} values`);
+          });
+        },
+      );
       await t.step(
         `${variant} ${mode}: rows selected and merged as from copying states`,
         async () => {
@@ -137,6 +168,10 @@ Deno.test("in-place decode: the same logits and cache as copying, room kept, row
     for (const mode of ["kvp", "base"] as const) {
       assert.equal(p.inPlace(), false);
       assert.equal(f16.inPlace(), false);
+      for (const m of [p, f16]) {
+        assert.equal(await m.cacheUpdate(mode), "copy");
+        assert.ok(!(await m.session(mode)).outputs.includes(IO.appendedKey(0)));
+      }
       const step = await p.decode(await p.prefill(p.batch(ids), mode), new Int32Array(4), 1, mode);
       assert.equal(step.past[0].dims[2], step.mask.length / step.batch);
     }
