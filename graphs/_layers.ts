@@ -462,9 +462,9 @@ export interface LayerInputs {
  * One pre-norm transformer layer. Returns the new residual, the present cache,
  * the new tokens' own cache entries (`fresh`: keys after k-norm and RoPE,
  * values, `[B, S, k, hd]`, what the present appends to the past) and raw K/V.
- * In an f16 graph (`inputs.f16`) the linear layers read and
- * write float16 and the cache is float16, while the RMSNorms (q/k-norm and
- * RoPE with them) and attention compute in float32 from Casts.
+ * In an f16 graph (`inputs.f16`) the linear layers read and write float16 and
+ * the cache is float16, while the RMSNorms (q/k-norm and RoPE with them) and
+ * attention compute in float32 from Casts.
  */
 export function transformerLayer(
   g: GraphBuilder,

@@ -122,8 +122,9 @@ export class Weights {
 
 /**
  * Embedding, layers; returns the final residual stream, present caches, the
- * new tokens' own cache entries (`fresh`, `[B, S, k, hd]`) and raw K/V. `pastSelect`: see `LayerInputs.pastSelect` in _layers.ts (each layer's `past` is
- * two pieces, one empty at run time).
+ * new tokens' own cache entries (`fresh`, `[B, S, k, hd]`) and raw K/V.
+ * `pastSelect`: see `LayerInputs.pastSelect` in _layers.ts (each layer's
+ * `past` is two pieces, one empty at run time).
  */
 export function transformer(
   g: GraphBuilder,

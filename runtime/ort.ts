@@ -123,6 +123,14 @@ export interface OrtStep extends Step {
  */
 export type CacheUpdate = "append" | "copy";
 
+/** The cache outputs a run of each {@link CacheUpdate} reads, key and value per layer. */
+const _CACHE_OUTPUTS: Readonly<
+  Record<CacheUpdate, readonly [(i: number) => string, (i: number) => string]>
+> = {
+  copy: [IO.presentKey, IO.presentValue],
+  append: [IO.appendedKey, IO.appendedValue],
+};
+
 /**
  * The columns an in-place decode allocates for a cache that must hold
  * `needed`: `needed` and a sixteenth more (at least 16), so the cache is
@@ -243,10 +251,9 @@ export class OrtModel implements KvpRuntime<OrtStep> {
   }
 
   /**
-   * One run of `mode`'s graph: feeds, outputs, the cache as the next state.
-   * `update` as {@link CacheUpdate}; `append` returns the new keys and values
-   * (`appended`) and no cache (the step's `past` empty), which the caller
-   * writes into `state.past`'s room.
+   * One run of `mode`'s graph: feeds, outputs, and the cache outputs that
+   * `update` reads ({@link CacheUpdate}), key and value per layer: the
+   * present cache for `copy`, the new keys and values for `append`.
    */
   private async run(
     mode: Mode,
@@ -255,7 +262,7 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     state: { batch: number; past: ort.Tensor[] },
     mask: Uint8Array,
     update: CacheUpdate = "copy",
-  ): Promise<{ step: OrtStep; appended: ort.Tensor[] }> {
+  ): Promise<{ logits: Float32Array; cache: ort.Tensor[] }> {
     const { batch } = state;
     const { base } = this.description;
     const feeds: Record<string, ort.Tensor> = {
@@ -269,33 +276,19 @@ export class OrtModel implements KvpRuntime<OrtStep> {
       feeds[IO.pastKey(i)] = state.past[2 * i];
       feeds[IO.pastValue(i)] = state.past[2 * i + 1];
     }
-    // Every output (a validator's tapped graphs have more) but the cache this
-    // update does not read: the new entries where it holds the cache, else the
+    // Every output (a validator's tapped graphs have more) but the other update's
+    // cache outputs: the present where the runtime holds the cache, else the
     // appended ones (at a prefill, as long as the cache).
+    const names = (u: CacheUpdate) =>
+      Array.from({ length: base.numLayers }, (_, i) => _CACHE_OUTPUTS[u].map((f) => f(i))).flat();
+    const skip = new Set(names(update === "append" ? "copy" : "append"));
     const session = await this.session(mode);
-    const cacheNames = (f: (i: number) => string[]) =>
-      new Set(Array.from({ length: base.numLayers }, (_, i) => f(i)).flat());
-    const skip = update === "append"
-      ? cacheNames((i) => [IO.presentKey(i), IO.presentValue(i)])
-      : cacheNames((i) => [IO.appendedKey(i), IO.appendedValue(i)]);
     const fetches: Record<string, ort.Tensor | null> = Object.fromEntries(
       session.outputs.filter((name) => !skip.has(name)).map((name) => [name, null]),
     );
     const out = await session.run(feeds, fetches);
     this.options.onOutputs?.(mode, out);
-    const logits = floatValues(out[IO.logits]);
-    if (update === "append") {
-      const appended: ort.Tensor[] = [];
-      for (let i = 0; i < base.numLayers; i++) {
-        appended.push(out[IO.appendedKey(i)], out[IO.appendedValue(i)]);
-      }
-      return { step: { batch, mask, past: [], logits }, appended };
-    }
-    const past: ort.Tensor[] = [];
-    for (let i = 0; i < base.numLayers; i++) {
-      past.push(out[IO.presentKey(i)], out[IO.presentValue(i)]);
-    }
-    return { step: { batch, mask, past, logits }, appended: [] };
+    return { logits: floatValues(out[IO.logits]), cache: names(update).map((name) => out[name]) };
   }
 
   /** The element type of the graph's cache inputs (float16 in the f16 variants). */
@@ -312,14 +305,14 @@ export class OrtModel implements KvpRuntime<OrtStep> {
       const empty = this.engine.tensor(type, emptyData(type), [input.batch, k, 0, base.headDim]);
       return [empty, empty];
     });
-    const { step } = await this.run(
+    const { logits, cache } = await this.run(
       mode,
       BigInt64Array.from(input.ids, BigInt),
       input.width,
       { batch: input.batch, past },
       input.mask,
     );
-    return step;
+    return { batch: input.batch, mask: input.mask, past: cache, logits };
   }
 
   /** Appends `tokens` (`[batch, seq]`) to the cache; `mode` picks the graph that runs it. */
@@ -332,7 +325,10 @@ export class OrtModel implements KvpRuntime<OrtStep> {
     const mask = extendMask(state.mask, state.batch, tokens, seq, this.description.base.vocabSize);
     const ids = BigInt64Array.from(tokens, BigInt);
     const update = await this.cacheUpdate(mode);
-    if (update === "copy") return (await this.run(mode, ids, seq, state, mask)).step;
+    if (update === "copy") {
+      const { logits, cache } = await this.run(mode, ids, seq, state, mask);
+      return { batch: state.batch, mask, past: cache, logits };
+    }
     const length = state.mask.length / state.batch, needed = length + seq;
     // The state's room, where it has enough and ends where the room was written.
     const ends = state.past.every((t) => this.rooms.get(_buffer(t))?.written === length);
@@ -348,13 +344,13 @@ export class OrtModel implements KvpRuntime<OrtStep> {
       for (const t of past) this.rooms.set(_buffer(t), { written: length, users: 0 });
     }
     const run = await this.run(mode, ids, seq, { batch: state.batch, past }, mask, "append");
-    run.appended.forEach((fresh, j) => _appendColumns(past[j], fresh, length));
+    run.cache.forEach((fresh, j) => _appendColumns(past[j], fresh, length));
     for (const t of past) {
       const room = this.rooms.get(_buffer(t))!;
       room.written = needed;
       room.users++;
     }
-    return { batch: state.batch, mask, past, logits: run.step.logits };
+    return { batch: state.batch, mask, past, logits: run.logits };
   }
 
   /**
