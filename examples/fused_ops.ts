@@ -5,7 +5,8 @@
  * 24 query / 6 KV heads of 64 — a middle layer), run by onnxruntime-node on
  * the CPU, the two forms alternating; medians, and the max |Δ| between them.
  * Attention: prefill of S tokens and a decode step after P (both including the
- * cache append). Norm: RMSNorm pattern vs SimplifiedLayerNormalization. Skip
+ * cache append), and the prefill with one padded key (GroupQueryAttention then
+ * reads the bias; without padding it runs without it). Norm: RMSNorm pattern vs SimplifiedLayerNormalization. Skip
  * norm: Add + RMSNorm vs SkipSimplifiedLayerNormalization. RoPE: rotate-half
  * on gathered tables vs RotaryEmbedding.
  *
@@ -55,7 +56,7 @@ function attention(fused: boolean): Uint8Array {
   const bias = attentionBias(b, mask, q);
   let y: string, keys: string, vals: string;
   if (fused) {
-    const r = gqaAttention(b, q, k, v, { key: pk, value: pv }, gqaMasks(b, bias), {
+    const r = gqaAttention(b, q, k, v, { key: pk, value: pv }, gqaMasks(b, bias, mask), {
       q: nq,
       k: kv,
       hd,
@@ -175,6 +176,11 @@ const attnFeeds = (s: number, p: number) => ({
   mask: new ort.Tensor("int64", new BigInt64Array(s + p).fill(1n), [1, s + p]),
 });
 await compare(`attention, prefill ${S}`, ...attn, attnFeeds(S, 0), Math.max(3, runs >> 1));
+// One padded key: GroupQueryAttention reads the bias (unpadded, its If runs it without).
+// Its max |Δ| is the padded query's own row, which attends to no key and is never read.
+const onePad = attnFeeds(S, 0);
+(onePad.mask.data as BigInt64Array)[0] = 0n;
+await compare(`attention, prefill ${S}, 1 pad`, ...attn, onePad, Math.max(3, runs >> 1));
 for (const p of [512, 2048]) {
   await compare(`attention, decode after ${p}`, ...attn, attnFeeds(1, p), 5 * runs);
 }

@@ -16,7 +16,8 @@
  * import { gqaMasks } from "./_fused.ts";
  * const g = new GraphBuilder("f");
  * const bias = g.input("bias", "float32", ["b", 1, 1, "s", "t"]);
- * gqaMasks(g, bias);
+ * const mask = g.input("mask", "int64", ["b", "t"]);
+ * gqaMasks(g, bias, mask);
  * ```
  *
  * @module
@@ -81,11 +82,28 @@ export interface GqaMasks {
   seqlensK: string;
   /** int32 scalar: T. */
   total: string;
+  /**
+   * bool scalar: no row of the attention mask has padding. GroupQueryAttention
+   * then runs without the bias (its own causal mask is the whole bias, and an
+   * added 0 changes no score), which spares it reading `[S, T]` per head.
+   */
+  unpadded: string;
 }
 
-/** GroupQueryAttention's masks from kvpred's bias `[B, 1, 1, S, T]`. */
-export function gqaMasks(g: GraphBuilder, bias: string): GqaMasks {
+/**
+ * GroupQueryAttention's masks from kvpred's bias `[B, 1, 1, S, T]` and the
+ * attention mask `[B, T]` it was made from.
+ */
+export function gqaMasks(g: GraphBuilder, bias: string, mask: string): GqaMasks {
   return g.scoped("gqa_masks", () => {
+    // A column of ones first: the minimum of an empty mask (the auxiliary pass of a
+    // one-token prompt) is then 1, not a reduction over nothing.
+    const ones = g.op("Expand", [g.ints([1], []), g.op("Shape", [mask], { start: 0, end: 1 })]);
+    const withOne = g.op("Concat", [g.op("Unsqueeze", [ones, g.ints([1])]), mask], { axis: 1 });
+    const unpadded = g.op("Equal", [
+      g.op("ReduceMin", [withOne], { keepdims: 0 }),
+      g.ints([1], []),
+    ]);
     const total = g.op("Shape", [bias], { start: 4, end: 5 });
     const seqlensK = g.op("Cast", [
       g.op("Expand", [
@@ -97,6 +115,7 @@ export function gqaMasks(g: GraphBuilder, bias: string): GqaMasks {
       bias: g.op("Squeeze", [bias, g.ints([1])]),
       seqlensK,
       total: g.op("Cast", [g.op("Squeeze", [total, g.ints([0])])], { to: 6 }),
+      unpadded,
     };
   });
 }
@@ -178,7 +197,11 @@ function _flatHeads(g: GraphBuilder, x: string, n: number, hd: number): string {
   return g.op("Reshape", [x, g.ints([0, 0, n * hd])]);
 }
 
-/** One GroupQueryAttention node on flattened queries, keys and values. */
+/**
+ * GroupQueryAttention on flattened queries, keys and values: an If on
+ * {@link GqaMasks.unpadded} runs it without the bias where no row is padded,
+ * with it elsewhere. Returns the context and the present key and value.
+ */
 function _gqaNode(
   g: GraphBuilder,
   q: string,
@@ -188,27 +211,27 @@ function _gqaNode(
   masks: GqaMasks,
   heads: { q: number; k: number; hd: number },
 ): string[] {
-  return g.opN(
-    "GroupQueryAttention",
-    [
-      q,
-      k,
-      v,
-      past?.key ?? "",
-      past?.value ?? "",
-      masks.seqlensK,
-      masks.total,
-      "",
-      "",
-      "",
-      masks.bias,
-    ],
-    3,
-    { num_heads: heads.q, kv_num_heads: heads.k, scale: { float: 1 }, do_rotary: 0 },
-    undefined,
-    undefined,
-    CONTRIB_DOMAIN,
-  );
+  const branch = (name: string, bias: string) => {
+    const sub = g.subgraph(name);
+    const [context, key, value] = sub.opN(
+      "GroupQueryAttention",
+      [q, k, v, past?.key ?? "", past?.value ?? "", masks.seqlensK, masks.total, "", "", "", bias],
+      3,
+      { num_heads: heads.q, kv_num_heads: heads.k, scale: { float: 1 }, do_rotary: 0 },
+      undefined,
+      undefined,
+      CONTRIB_DOMAIN,
+    );
+    sub.output(context, "float32", ["batch_size", "new_tokens", heads.q * heads.hd]);
+    const dims = ["batch_size", heads.k, "present_length", heads.hd];
+    sub.output(key, "float32", dims);
+    sub.output(value, "float32", dims);
+    return sub.graph(false);
+  };
+  return g.opN("If", [masks.unpadded], 3, {
+    then_branch: branch("unpadded", ""),
+    else_branch: branch("padded", masks.bias),
+  }, "bias");
 }
 
 /** RoPE as kvpred's graphs carry it: gathered tables, or what RotaryEmbedding reads. */

@@ -26,6 +26,7 @@ import {
 } from "../converters/model/precision.ts";
 import type { GraphBuilder } from "./builder.ts";
 import {
+  attentionBias,
   cast,
   type F16Graph,
   type KvPair,
@@ -123,6 +124,7 @@ export class Weights {
 /**
  * Embedding, layers; returns the final residual stream, present caches, the
  * new tokens' own cache entries (`fresh`, `[B, S, k, hd]`) and raw K/V.
+ * `mask`: the attention mask `[B, T]` of the cache so far and `ids`.
  * `pastSelect`: see `LayerInputs.pastSelect` in _layers.ts (each layer's
  * `past` is two pieces, one empty at run time).
  */
@@ -133,7 +135,7 @@ export function transformer(
   t: TransformerDescription,
   ids: string,
   positions: string,
-  bias: string,
+  mask: string,
   past: KvPair[][],
   pastSelect?: string,
 ) {
@@ -143,7 +145,8 @@ export function transformer(
     let x = f16 ? cast(g, embedded, "float16", f16.residual) : embedded;
     const rope = ropeFor(g, positions, t, w.ropeRows, w.ops);
     // GroupQueryAttention computes in float32 only: f16 graphs keep the plain attention.
-    const gqa = w.ops.attention && !f16 ? gqaMasks(g, bias) : undefined;
+    const bias = attentionBias(g, mask, ids);
+    const gqa = w.ops.attention && !f16 ? gqaMasks(g, bias, mask) : undefined;
     const present: KvPair[] = [];
     const fresh: KvPair[] = [];
     const raw: KvPair[] = [];

@@ -33,7 +33,6 @@ import { DEFAULT_BLOCK_SIZE } from "../converters/model/precision.ts";
 import { type ModelFilesOptions, writeModelFiles } from "./_data.ts";
 import {
   applyRope,
-  attentionBias,
   dim,
   type KvPair,
   maskPositions,
@@ -117,7 +116,7 @@ export function buildAgreeBaseGraph(desc: KvpDescription, layout: WeightLayout):
     });
   });
   const newPositions = slice(g, positions, 1, g.op("Neg", [dim(g, ids, 1)]));
-  const out = transformer(g, w, "base", t, ids, newPositions, attentionBias(g, mask, ids), cache);
+  const out = transformer(g, w, "base", t, ids, newPositions, mask, cache);
   const logits = g.scoped("head", () => {
     const last = rmsNorm(g, slice(g, out.x, 1, -1), w.get(modelName("base", "norm")), t.normEps);
     const flat = g.op("Reshape", [last, g.ints([0, t.modelDim])]);

@@ -27,7 +27,6 @@ import { layerName, modelName, predictorName } from "../converters/model/names.t
 import { type GraphKind, IO } from "../bundle/contract.ts";
 import { type Dim, GraphBuilder, type ModelProto } from "./builder.ts";
 import {
-  attentionBias,
   cast,
   dim,
   formRope,
@@ -117,7 +116,7 @@ function predictedCache(
     aux,
     ids,
     auxPositions,
-    attentionBias(g, mask, ids),
+    mask,
     [],
   );
   return g.scoped("predictor", () => {
@@ -253,10 +252,19 @@ export function buildDecoder(
     cache = past.map((p, i) => [{ key: outs[1 + 2 * i], value: outs[2 + 2 * i] }, p]);
   }
   const newPositions = slice(g, positions, 1, g.op("Neg", [dim(g, ids, 1)]));
-  const bias = attentionBias(g, IO.attentionMask, ids);
   // The fused form reads the past input itself in decode (no Concat with the
   // empty prediction, so the cache is copied once, into the present).
-  const out = transformer(g, w, "base", base, ids, newPositions, bias, cache, prefilling);
+  const out = transformer(
+    g,
+    w,
+    "base",
+    base,
+    ids,
+    newPositions,
+    IO.attentionMask,
+    cache,
+    prefilling,
+  );
   g.output(lastLogits(g, w, "base", base, out.x), "float32", [B, 1, base.vocabSize], IO.logits);
   out.present.forEach((p, i) => {
     const dims = [B, base.numKvHeads[i], "total_sequence_length", base.headDim];

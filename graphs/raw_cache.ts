@@ -24,7 +24,7 @@
 import { basename } from "node:path";
 import { RAW_CACHE_IO } from "../bundle/contract.ts";
 import type { Part, TransformerDescription } from "../converters/model/model.ts";
-import { attentionBias, maskPositions } from "./_layers.ts";
+import { maskPositions } from "./_layers.ts";
 import { type ModelFilesOptions, writeModelFiles } from "./_data.ts";
 import { transformer, Weights } from "./_transformer.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "./builder.ts";
@@ -60,7 +60,7 @@ export function buildRawCacheGraph(
   const ids = g.input(RAW_CACHE_IO.inputIds, "int64", [1, "sequence_length"]);
   const mask = g.op("Add", [g.op("Mul", [ids, g.ints([0], [])]), g.ints([1], [])]);
   const positions = maskPositions(g, mask);
-  const out = transformer(g, w, part, t, ids, positions, attentionBias(g, mask, ids), []);
+  const out = transformer(g, w, part, t, ids, positions, mask, []);
   out.raw.forEach((kv, i) => {
     const width = t.numKvHeads[i] * t.headDim;
     const dims = [1, "sequence_length", width];

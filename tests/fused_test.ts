@@ -5,8 +5,10 @@
  * f16 variants; validate passes on both fixtures (fp32, q8, q4, the
  * reference runtime unchanged); the same tokens as the plain form and as
  * CoreNet's; transformers.js loads it and reproduces kvpred's tokens; its
- * batch invariance is what runtime/invariance.ts declares, both ways; and
- * `bench --against` compares the two forms. Bad input: one-line errors.
+ * batch invariance is what runtime/invariance.ts declares, both ways;
+ * GroupQueryAttention run without the bias where no row is padded gives the
+ * bias's results bit for bit; and `bench --against` compares the two forms.
+ * Bad input: one-line errors.
  *
  * @module
  */
@@ -15,7 +17,11 @@ import assert from "node:assert/strict";
 import { AutoModelForCausalLM, env, Tensor } from "@huggingface/transformers";
 import { readManifest } from "../bundle/manifest.ts";
 import { ALL_VARIANTS, variantName } from "../converters/model/precision.ts";
-import { onnx } from "../graphs/builder.ts";
+import * as ort from "onnxruntime-node";
+import { encodeModel, GraphBuilder, onnx } from "../graphs/builder.ts";
+import type onnxProto from "onnx-proto";
+import { gqaAttention, gqaMasks } from "../graphs/_fused.ts";
+import { attentionBias } from "../graphs/_layers.ts";
 import { convert } from "../graphs/bundle.ts";
 import { compareBundles, CompareError } from "../measure/compare.ts";
 import { validateBundle } from "../measure/validate.ts";
@@ -31,22 +37,49 @@ const TRAINED = new URL("./fixtures/trained-tiny/trained-tiny.safetensors", impo
 const PROMPTS = new URL("./fixtures/trained-tiny/prompts.txt", import.meta.url).pathname;
 const FLOAT32 = ["fp32", "q8", "q4"];
 
+type Node = onnxProto.onnx.INodeProto;
+
+/**
+ * Whether `n` is one GroupQueryAttention site (graphs/_fused.ts): an If whose
+ * `unpadded` branch runs it without the bias and whose `padded` branch runs it
+ * with the bias. Any other If is not; a site of another shape fails.
+ */
+function gqaSite(n: Node): boolean {
+  const branch = (name: string) => n.attribute?.find((a) => a.name === name)?.g;
+  const [unpadded, padded] = [branch("then_branch"), branch("else_branch")];
+  if (n.opType !== "If" || unpadded?.name !== "unpadded") return false;
+  const gqa = (nodes: Node[] | null | undefined) =>
+    (nodes ?? []).filter((x) => x.opType === "GroupQueryAttention");
+  const [free, biased] = [gqa(unpadded.node), gqa(padded?.node)];
+  assert.equal(padded?.name, "padded");
+  assert.equal(free.length, 1);
+  assert.equal(biased.length, 1);
+  assert.equal(free[0].input?.[10] ?? "", "", "the unpadded branch reads no bias");
+  assert.notEqual(biased[0].input?.[10] ?? "", "", "the padded branch reads the bias");
+  return true;
+}
+
 /**
  * Nodes of each op type in a graph, in its entry If's prefill branch
  * (`then`), and in the per-layer If nodes that pick the cache
- * GroupQueryAttention reads (`either`: both branches, summed).
+ * GroupQueryAttention reads (`either`: both branches, summed). A
+ * GroupQueryAttention site ({@link gqaSite}) counts as one
+ * GroupQueryAttention.
  */
 async function opCounts(
   file: string,
 ): Promise<{ main: Map<string, number>; then: Map<string, number>; either: Map<string, number> }> {
   const model = onnx.ModelProto.decode(await Deno.readFile(file));
-  const count = (nodes: { opType?: string | null }[]) => {
+  const count = (nodes: Node[]) => {
     const m = new Map<string, number>();
-    for (const n of nodes) m.set(n.opType!, (m.get(n.opType!) ?? 0) + 1);
+    for (const n of nodes) {
+      const op = gqaSite(n) ? "GroupQueryAttention" : n.opType!;
+      m.set(op, (m.get(op) ?? 0) + 1);
+    }
     return m;
   };
   const nodes = model.graph!.node!;
-  const ifs = nodes.filter((n) => n.opType === "If");
+  const ifs = nodes.filter((n) => n.opType === "If" && !gqaSite(n));
   const entry = ifs.find((n) =>
     n.attribute?.some((a) => a.name === "then_branch" && a.g?.name === "prefill")
   );
@@ -331,4 +364,67 @@ Deno.test("bench --against: both forms in one run, their ratio; bad input", asyn
     /kvpred\.json: not found/,
     1,
   );
+});
+
+Deno.test("GroupQueryAttention without the bias (no row padded) is bit for bit the biased one", async () => {
+  const [nq, kv, hd] = [6, 2, 8];
+  // The fused graph's attention, or the same with its If always taking the biased branch.
+  const graph = (biased: boolean) => {
+    const b = new GraphBuilder("gqa");
+    const q = b.input("q", "float32", ["B", "S", nq, hd]);
+    const k = b.input("k", "float32", ["B", "S", kv, hd]);
+    const v = b.input("v", "float32", ["B", "S", kv, hd]);
+    const past = {
+      key: b.input("pk", "float32", ["B", kv, "P", hd]),
+      value: b.input("pv", "float32", ["B", kv, "P", hd]),
+    };
+    const mask = b.input("mask", "int64", ["B", "T"]);
+    const masks = gqaMasks(b, attentionBias(b, mask, q), mask);
+    const never = b.op("Equal", [b.ints([0], []), b.ints([1], [])]);
+    const r = gqaAttention(b, q, k, v, past, biased ? { ...masks, unpadded: never } : masks, {
+      q: nq,
+      k: kv,
+      hd,
+    });
+    b.output(r.context, "float32", ["B", "S", nq * hd], "y");
+    b.output(r.present.key, "float32", ["B", kv, "T", hd], "keys");
+    return ort.InferenceSession.create(encodeModel(b.model()), { logSeverityLevel: 3 });
+  };
+  const [free, biased] = [await graph(false), await graph(true)];
+  let seed = 7;
+  const rnd = (dims: number[]) => {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const data = Float32Array.from({ length: n }, () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 30 - 1;
+    });
+    return new ort.Tensor("float32", data, dims);
+  };
+  // [batch, new tokens, past]: prefill, one decode step, a three-token step (batch 1).
+  for (const [B, S, P] of [[1, 9, 0], [3, 9, 0], [3, 1, 12], [1, 3, 5]]) {
+    const feeds = (mask: bigint[]) => ({
+      q: rnd([B, S, nq, hd]),
+      k: rnd([B, S, kv, hd]),
+      v: rnd([B, S, kv, hd]),
+      pk: rnd([B, kv, P, hd]),
+      pv: rnd([B, kv, P, hd]),
+      mask: new ort.Tensor("int64", BigInt64Array.from(mask), [B, S + P]),
+    });
+    const ones = feeds(Array(B * (S + P)).fill(1n));
+    const [a, b] = [await free.run(ones), await biased.run(ones)];
+    const shape = `[${B}, ${S}, ${P}]`;
+    assert.deepEqual(a.y.data, b.y.data, shape);
+    assert.deepEqual(a.keys.data, b.keys.data, shape);
+    assert.ok((a.y.data as Float32Array).some((x) => x !== 0), shape);
+    // One padded key in the first row: both graphs read the bias, and that key is unread.
+    const pad = Array(B * (S + P)).fill(1n);
+    pad[0] = 0n;
+    const padded = feeds(pad);
+    const [c, d] = [await free.run(padded), await biased.run(padded)];
+    assert.deepEqual(c.y.data, d.y.data, shape);
+    // Change the padded key itself: the result does not move.
+    const key = P > 0 ? padded.pk.data : padded.k.data;
+    (key as Float32Array).fill(100, 0, hd);
+    assert.deepEqual((await free.run(padded)).y.data, c.y.data, `${shape}: the padded key is read`);
+  }
 });
