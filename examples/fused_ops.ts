@@ -6,9 +6,10 @@
  * the CPU, the two forms alternating; medians, and the max |Δ| between them.
  * Attention: prefill of S tokens and a decode step after P (both including the
  * cache append), and the prefill with one padded key (GroupQueryAttention then
- * reads the bias; without padding it runs without it). Norm: RMSNorm pattern vs SimplifiedLayerNormalization. Skip
- * norm: Add + RMSNorm vs SkipSimplifiedLayerNormalization. RoPE: rotate-half
- * on gathered tables vs RotaryEmbedding.
+ * reads the bias; without padding it runs without it). Norm: RMSNorm pattern
+ * vs SimplifiedLayerNormalization. Skip norm: Add + RMSNorm vs
+ * SkipSimplifiedLayerNormalization. RoPE: rotate-half on gathered tables vs
+ * RotaryEmbedding.
  *
  * ```sh
  * deno run -A examples/fused_ops.ts            # S = 2048, decode after 512 and 2048

@@ -175,19 +175,10 @@ export function gqaAttentionEither(
   return g.scoped("gqa_either", () => {
     const flat = (x: string, n: number) => _flatHeads(g, x, n, heads.hd);
     const q = flat(queries, heads.q), k = flat(keys, heads.k), v = flat(values, heads.k);
-    const branch = (name: string, past: KvPair) => {
-      const sub = g.subgraph(name);
-      const [context, key, value] = _gqaNode(sub, q, k, v, past, masks, heads);
-      sub.output(context, "float32", ["batch_size", "new_tokens", heads.q * heads.hd]);
-      const dims = ["batch_size", heads.k, "present_length", heads.hd];
-      sub.output(key, "float32", dims);
-      sub.output(value, "float32", dims);
-      return sub.graph(false);
-    };
-    const [context, key, value] = g.opN("If", [cond], 3, {
-      then_branch: branch("first", first),
-      else_branch: branch("second", second),
-    }, "past");
+    const [context, key, value] = _attentionIf(g, cond, heads, "past", {
+      name: "first",
+      body: (sub) => _gqaNode(sub, q, k, v, first, masks, heads),
+    }, { name: "second", body: (sub) => _gqaNode(sub, q, k, v, second, masks, heads) });
     return { context, present: { key, value } };
   });
 }
@@ -211,9 +202,8 @@ function _gqaNode(
   masks: GqaMasks,
   heads: { q: number; k: number; hd: number },
 ): string[] {
-  const branch = (name: string, bias: string) => {
-    const sub = g.subgraph(name);
-    const [context, key, value] = sub.opN(
+  const gqa = (sub: GraphBuilder, bias: string) =>
+    sub.opN(
       "GroupQueryAttention",
       [q, k, v, past?.key ?? "", past?.value ?? "", masks.seqlensK, masks.total, "", "", "", bias],
       3,
@@ -222,16 +212,45 @@ function _gqaNode(
       undefined,
       CONTRIB_DOMAIN,
     );
+  return _attentionIf(g, masks.unpadded, heads, "bias", {
+    name: "unpadded",
+    body: (sub) => gqa(sub, ""),
+  }, { name: "padded", body: (sub) => gqa(sub, masks.bias) });
+}
+
+/** One branch of {@link _attentionIf}: its graph's name and what it computes in it. */
+interface AttentionBranch {
+  name: string;
+  /** Builds, in the branch graph `sub`, the context and the present key and value. */
+  body: (sub: GraphBuilder) => string[];
+}
+
+/**
+ * An If on the bool scalar `cond` between two ways of computing attention:
+ * each branch outputs the context `[B, S, q·hd]` and the present key and
+ * value `[B, k, T, hd]`, which the If returns.
+ */
+function _attentionIf(
+  g: GraphBuilder,
+  cond: string,
+  heads: { q: number; k: number; hd: number },
+  label: string,
+  whenTrue: AttentionBranch,
+  whenFalse: AttentionBranch,
+): string[] {
+  const graph = ({ name, body }: AttentionBranch) => {
+    const sub = g.subgraph(name);
+    const [context, key, value] = body(sub);
     sub.output(context, "float32", ["batch_size", "new_tokens", heads.q * heads.hd]);
     const dims = ["batch_size", heads.k, "present_length", heads.hd];
     sub.output(key, "float32", dims);
     sub.output(value, "float32", dims);
     return sub.graph(false);
   };
-  return g.opN("If", [masks.unpadded], 3, {
-    then_branch: branch("unpadded", ""),
-    else_branch: branch("padded", masks.bias),
-  }, "bias");
+  return g.opN("If", [cond], 3, {
+    then_branch: graph(whenTrue),
+    else_branch: graph(whenFalse),
+  }, label);
 }
 
 /** RoPE as kvpred's graphs carry it: gathered tables, or what RotaryEmbedding reads. */
