@@ -17,6 +17,7 @@ import assert from "node:assert/strict";
 import { AutoModelForCausalLM, env, Tensor } from "@huggingface/transformers";
 import { readManifest } from "../bundle/manifest.ts";
 import { ALL_VARIANTS, variantName } from "../converters/model/precision.ts";
+import { Random } from "../converters/random.ts";
 import * as ort from "onnxruntime-node";
 import { encodeModel, GraphBuilder, onnx } from "../graphs/builder.ts";
 import type onnxProto from "onnx-proto";
@@ -391,14 +392,10 @@ Deno.test("GroupQueryAttention without the bias (no row padded) is bit for bit t
     return ort.InferenceSession.create(encodeModel(b.model()), { logSeverityLevel: 3 });
   };
   const [free, biased] = [await graph(false), await graph(true)];
-  let seed = 7;
+  const random = new Random(7);
   const rnd = (dims: number[]) => {
     const n = dims.reduce((a, b) => a * b, 1);
-    const data = Float32Array.from({ length: n }, () => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed / 2 ** 30 - 1;
-    });
-    return new ort.Tensor("float32", data, dims);
+    return new ort.Tensor("float32", Float32Array.from({ length: n }, () => random.normal()), dims);
   };
   // [batch, new tokens, past]: prefill, one decode step, a three-token step (batch 1).
   for (const [B, S, P] of [[1, 9, 0], [3, 9, 0], [3, 1, 12], [1, 3, 5]]) {
